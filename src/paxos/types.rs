@@ -1,0 +1,158 @@
+//! The vocabulary of the replicated log: slots, ballots, node ids, client commands.
+//!
+//! These types are shared by the Paxos core, the key-value state machine, the wire codec and the
+//! write-ahead-log adapter, so they live in one place and carry no behaviour beyond ordering and
+//! size accounting. See `GUIDE.md` §2 for the meaning of each word.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// An index in the replicated log (one Paxos instance). Slot 0 is never used: the first command
+/// lands in slot 1, so revision 0 can mean "the key does not exist".
+pub type Slot = u64;
+
+/// The slot that last wrote a key, as clients see it (ETag, `OK <revision>`). 0 means "absent".
+pub type Revision = u64;
+
+/// A member of the cluster: its index in the sorted member list that every node was started with.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeId(pub u16);
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+/// A proposal number: totally ordered by round, then by node id, so two nodes never share one.
+/// The field order matters: the derived `Ord` compares `round` first.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Ballot {
+    /// Increases with every election a node starts.
+    pub round: u64,
+    /// Breaks ties between candidates of the same round.
+    pub node: NodeId,
+}
+
+impl Ballot {
+    /// Lower than every ballot a node can propose (round 0 is never used for proposals).
+    pub const ZERO: Ballot = Ballot {
+        round: 0,
+        node: NodeId(0),
+    };
+}
+
+impl std::fmt::Display for Ballot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.round, self.node.0)
+    }
+}
+
+/// Identifies a client command cluster-wide so that a retried or forwarded command is applied at
+/// most once. The origin node makes `seq` unique across its own restarts (for instance by putting
+/// a durable boot counter in the high bits).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CommandId {
+    /// The node that first received the command from a client.
+    pub origin: NodeId,
+    /// Unique per origin, across restarts.
+    pub seq: u64,
+}
+
+/// What a client asked the key-value store to do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Write `value` under `key`. With `expect: Some(rev)` it is a compare-and-swap that succeeds
+    /// only if the key's current revision is `rev` (`Some(0)`: only if the key is absent).
+    Put {
+        key: Bytes,
+        value: Bytes,
+        expect: Option<Revision>,
+    },
+    /// Remove `key`.
+    Delete { key: Bytes },
+}
+
+impl Op {
+    /// The key this operation touches.
+    pub fn key(&self) -> &Bytes {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } => key,
+        }
+    }
+}
+
+/// A client command with its cluster-wide identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub id: CommandId,
+    pub op: Op,
+}
+
+/// What a slot holds once chosen: a client command, or a no-op that a new leader uses to fill a
+/// hole it found no accepted value for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    Noop,
+    Command(Command),
+}
+
+impl Value {
+    /// An upper bound on this value's postcard-encoded size, used to fill a datagram up to its
+    /// byte budget without encoding twice.
+    pub fn encoded_bytes_max(&self) -> usize {
+        // Enum tags and varints: at most 10 bytes per u64, 3 per u16, 1 per tag, 10 per length.
+        const FIXED_BYTES_MAX: usize = 1 + 1 + 3 + 10 + 1 + 10 + 10 + 1 + 10;
+        match self {
+            Value::Noop => 1,
+            Value::Command(c) => match &c.op {
+                Op::Put { key, value, .. } => FIXED_BYTES_MAX + key.len() + value.len(),
+                Op::Delete { key } => FIXED_BYTES_MAX + key.len(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ballots_order_by_round_then_node() {
+        let a = Ballot {
+            round: 1,
+            node: NodeId(2),
+        };
+        let b = Ballot {
+            round: 2,
+            node: NodeId(0),
+        };
+        let c = Ballot {
+            round: 2,
+            node: NodeId(1),
+        };
+        assert!(Ballot::ZERO < a && a < b && b < c);
+    }
+
+    #[test]
+    fn encoded_size_bound_holds() {
+        let v = Value::Command(Command {
+            id: CommandId {
+                origin: NodeId(u16::MAX),
+                seq: u64::MAX,
+            },
+            op: Op::Put {
+                key: Bytes::from(vec![b'k'; 300]),
+                value: Bytes::from(vec![b'v'; 70_000]),
+                expect: Some(u64::MAX),
+            },
+        });
+        let n = postcard::to_stdvec(&v).expect("encode").len();
+        assert!(
+            n <= v.encoded_bytes_max(),
+            "{n} > {}",
+            v.encoded_bytes_max()
+        );
+        assert!(postcard::to_stdvec(&Value::Noop).expect("encode").len() <= 1);
+    }
+}
