@@ -113,6 +113,29 @@ impl Value {
     }
 }
 
+/// What applying one decided command to the key-value state did. The node that received the
+/// command from a client turns this into the reply (HTTP status, `OK <revision>`, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// A put wrote a key that did not exist; `revision` is the slot that wrote it.
+    Created { revision: Revision },
+    /// A put overwrote an existing key; `revision` is the slot that wrote it.
+    Updated { revision: Revision },
+    /// A delete removed an existing key.
+    Deleted,
+    /// A delete found no such key.
+    NotFound,
+    /// A compare-and-swap found another revision (0: the key is absent) and changed nothing.
+    Conflict { current: Revision },
+}
+
+/// A key's value as stored, with the revision (slot) that last wrote it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub value: Bytes,
+    pub revision: Revision,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
