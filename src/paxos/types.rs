@@ -15,7 +15,9 @@ pub type Slot = u64;
 pub type Revision = u64;
 
 /// A member of the cluster: its index in the sorted member list that every node was started with.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct NodeId(pub u16);
 
 impl std::fmt::Display for NodeId {
@@ -26,7 +28,10 @@ impl std::fmt::Display for NodeId {
 
 /// A proposal number: totally ordered by round, then by node id, so two nodes never share one.
 /// The field order matters: the derived `Ord` compares `round` first.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// `Default` is [`Ballot::ZERO`].
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct Ballot {
     /// Increases with every election a node starts.
     pub round: u64,

@@ -1,0 +1,77 @@
+//! The core's tunables: cluster shape, timers in ticks, and the limits that keep every message
+//! within one datagram and every queue bounded.
+
+use crate::paxos::types::NodeId;
+
+/// The largest cluster the core supports (quorums are tracked as 64-bit masks).
+pub const MEMBERS_MAX: u16 = 64;
+/// Default byte budget of one message: a UDP datagram over IPv4 carries at most 65,507 bytes and
+/// the daemon's envelope needs a few dozen of them.
+pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 65_000;
+
+/// How one core behaves. Every duration is counted in logical ticks of the caller's clock.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node.
+    pub node: NodeId,
+    /// How many members the cluster has; node ids are `0..members`.
+    pub members: u16,
+    /// A leader sends a heartbeat (with its decided prefix) this often.
+    pub heartbeat_ticks: u64,
+    /// A follower that hears from no leader for this long (randomized up to twice as long) runs
+    /// an election; a candidate that is not elected within it starts over with a higher ballot.
+    pub election_timeout_ticks: u64,
+    /// Requests that need an answer (prepares, accepts, catch-up, reads, joins) are re-sent
+    /// after this long without one.
+    pub retry_ticks: u64,
+    /// A client command this node received is re-sent to the leader this often until decided.
+    pub command_retry_ticks: u64,
+    /// ... and given up on after this long (the caller has long reported "outcome unknown").
+    pub command_expiry_ticks: u64,
+    /// At most this many own client commands wait for a decision; `propose` refuses more.
+    pub own_commands_max: usize,
+    /// A leader keeps at most this many undecided slots in flight.
+    pub window_slots: u64,
+    /// A leader queues at most this many commands beyond the window; more are refused.
+    pub queue_commands_max: usize,
+    /// No message is built larger than this (postcard bytes, bounded from above).
+    pub message_bytes_max: usize,
+    /// Decided values kept in memory below the snapshot point, so that a peer that is only a
+    /// little behind catches up from the log instead of needing a whole snapshot.
+    pub log_retain_slots: u64,
+}
+
+impl Config {
+    /// The defaults for a member of a `members`-node cluster (ticks of about 10 ms).
+    pub fn new(node: NodeId, members: u16) -> Config {
+        assert!(
+            (1..=MEMBERS_MAX).contains(&members),
+            "members must be 1..={MEMBERS_MAX}"
+        );
+        assert!(node.0 < members, "node id {node} outside 0..{members}");
+        Config {
+            node,
+            members,
+            heartbeat_ticks: 5,
+            election_timeout_ticks: 30,
+            retry_ticks: 5,
+            command_retry_ticks: 20,
+            command_expiry_ticks: 3_000,
+            own_commands_max: 100_000,
+            window_slots: 8_192,
+            queue_commands_max: 200_000,
+            message_bytes_max: MESSAGE_BYTES_MAX_DEFAULT,
+            log_retain_slots: 10_000,
+        }
+    }
+
+    /// How many members make a majority.
+    pub fn quorum(&self) -> usize {
+        usize::from(self.members) / 2 + 1
+    }
+
+    /// The largest command `propose` accepts: one must fit an accept message on its own.
+    pub fn command_bytes_max(&self) -> usize {
+        self.message_bytes_max - crate::paxos::message::MESSAGE_FIXED_BYTES_MAX - 16
+    }
+}

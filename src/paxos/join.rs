@@ -1,0 +1,160 @@
+//! The safe join: a node that comes up with empty storage may be brand new, or may have lost a
+//! disk holding promises and votes; it cannot tell which. Before it may vote it learns, from a
+//! majority of the *other* members, their highest promise and what they hold of every slot, and
+//! adopts it durably (promise, votes, decided values, then a `Joined` record).
+//!
+//! Why this is enough: any majority of the others intersects, in at least one other member,
+//! every quorum this node was ever part of. So every promise it made is matched or exceeded by a
+//! promise it adopts, and every value that could have been chosen with its vote is reported by a
+//! member of that intersection (at the same or a higher ballot, which by Paxos carries the same
+//! value). Each adopted vote is a proposal some leader really made, so holding it is as if this
+//! node had voted late. A brand-new cluster whose members are all empty bootstraps the same way:
+//! every member hears "nothing" from a majority of the others and joins with nothing. The
+//! assumption is the usual one: at most a minority of members lose their storage at once.
+
+use crate::paxos::message::{Message, SlotState, MESSAGE_FIXED_BYTES_MAX};
+use crate::paxos::quorum::MemberSet;
+use crate::paxos::replica::Replica;
+use crate::paxos::storage::Record;
+use crate::paxos::types::{Ballot, NodeId, Slot, Value};
+use std::collections::BTreeMap;
+
+/// What a joining node has learned so far.
+pub(crate) struct Join {
+    /// Per member: the next slot to pull (`None`: that member's answer is complete).
+    next_from: Vec<Option<Slot>>,
+    /// Members whose whole answer arrived.
+    complete: MemberSet,
+    /// The highest promise reported.
+    promised: Ballot,
+    /// The highest-ballot vote reported, per slot.
+    votes: BTreeMap<Slot, (Ballot, Value)>,
+    /// Decided values reported, per slot.
+    decided: BTreeMap<Slot, Value>,
+    /// When queries are re-sent to members that have not answered in full.
+    resend_at: u64,
+}
+
+impl Join {
+    pub(crate) fn new(members: u16) -> Join {
+        Join {
+            next_from: vec![Some(1); usize::from(members)],
+            complete: MemberSet::default(),
+            promised: Ballot::ZERO,
+            votes: BTreeMap::new(),
+            decided: BTreeMap::new(),
+            resend_at: 0,
+        }
+    }
+}
+
+impl Replica {
+    pub(crate) fn tick_join(&mut self) {
+        let now = self.now;
+        let me = usize::from(self.config.node.0);
+        let Some(join) = self.join.as_mut() else {
+            return;
+        };
+        if now < join.resend_at {
+            return;
+        }
+        join.resend_at = now + self.config.retry_ticks;
+        let asks: Vec<(NodeId, Slot)> = join
+            .next_from
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != me)
+            .filter_map(|(i, n)| n.map(|slot| (NodeId(i as u16), slot)))
+            .collect();
+        for (to, from) in asks {
+            self.send(to, Message::JoinQuery { from });
+        }
+    }
+
+    pub(crate) fn on_join_query(&mut self, from: NodeId, slot: Slot) {
+        let budget = self.config.message_bytes_max - MESSAGE_FIXED_BYTES_MAX;
+        let (entries, upto, more) = self.slot_states(slot, budget);
+        // A member whose own compacted prefix the joiner asks for reports its votes above it;
+        // the joiner gets the compacted part as a snapshot through catch-up.
+        self.send_after_persist(
+            from,
+            Message::JoinInfo {
+                promised: self.promised,
+                from: slot,
+                upto,
+                more,
+                entries,
+            },
+        );
+    }
+
+    pub(crate) fn on_join_info(
+        &mut self,
+        from: NodeId,
+        promised: Ballot,
+        slot: Slot,
+        upto: Slot,
+        more: bool,
+        entries: Vec<(Slot, SlotState)>,
+    ) {
+        let quorum = self.config.quorum();
+        let Some(join) = self.join.as_mut() else {
+            return;
+        };
+        let idx = usize::from(from.0);
+        if join.next_from[idx] != Some(slot) {
+            return; // stale or duplicate chunk
+        }
+        join.promised = join.promised.max(promised);
+        for (s, state) in entries {
+            match state {
+                SlotState::Decided { value } => {
+                    join.decided.insert(s, value);
+                }
+                SlotState::Accepted { ballot, value } => {
+                    if join.votes.get(&s).map_or(true, |(b, _)| *b < ballot) {
+                        join.votes.insert(s, (ballot, value));
+                    }
+                }
+            }
+        }
+        if more {
+            join.next_from[idx] = Some(upto + 1);
+            self.send(from, Message::JoinQuery { from: upto + 1 });
+            return;
+        }
+        join.next_from[idx] = None;
+        join.complete.insert(from);
+        // A majority of the whole cluster, all of them *other* members.
+        if join.complete.len() >= quorum {
+            self.adopt_join();
+        }
+    }
+
+    fn adopt_join(&mut self) {
+        let Some(join) = self.join.take() else {
+            return;
+        };
+        if join.promised > self.promised {
+            self.promise(join.promised);
+        }
+        self.round_seen = self.round_seen.max(join.promised.round);
+        for (slot, (ballot, value)) in join.votes {
+            if slot <= self.log_start || self.log.contains_key(&slot) {
+                continue;
+            }
+            self.persist(Record::Accepted {
+                slot,
+                ballot,
+                value: value.clone(),
+            });
+            self.accepted.insert(slot, (ballot, value));
+        }
+        for (slot, value) in join.decided {
+            self.decide(slot, value, None);
+        }
+        self.persist(Record::Joined);
+        self.voter = true;
+        self.reset_election_timer();
+    }
+}

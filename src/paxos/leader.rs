@@ -1,0 +1,505 @@
+//! The proposer: elections (phase 1a, collecting promises), and leading (phase 2a, counting
+//! votes, batching commands into accept messages within the byte budget and the window).
+//!
+//! A candidate's ballot is above every round it has seen, and its own promise for it is durable
+//! before any prepare leaves (so a restarted node can never reuse a ballot with a different
+//! value). With promises from a majority, it re-proposes, for every slot from its first undecided
+//! one to the highest any acceptor reported, the decided value if one was reported, else the
+//! value accepted at the highest ballot, else a no-op; then it proposes new commands.
+
+use crate::paxos::message::{Message, SlotState, MESSAGE_FIXED_BYTES_MAX};
+use crate::paxos::quorum::MemberSet;
+use crate::paxos::replica::{Replica, RoleState};
+use crate::paxos::types::{Ballot, Command, CommandId, NodeId, Slot, Value};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+/// A candidate's phase 1.
+pub(crate) struct Campaign {
+    pub(crate) ballot: Ballot,
+    /// The first slot the candidate does not know decided.
+    pub(crate) from: Slot,
+    /// Per member: the next slot to pull from its promise (`None`: promise complete).
+    pub(crate) next_from: Vec<Option<Slot>>,
+    /// Members whose whole promise arrived.
+    pub(crate) promised: MemberSet,
+    /// Highest-ballot votes reported, per slot.
+    pub(crate) votes: BTreeMap<Slot, (Ballot, Value)>,
+    /// Decided values reported, per slot.
+    pub(crate) decided: BTreeMap<Slot, Value>,
+    /// When the campaign is given up for a higher ballot.
+    pub(crate) deadline: u64,
+    /// When prepares are re-sent to members still missing.
+    pub(crate) resend_at: u64,
+}
+
+/// One slot a leader proposed and counts votes for.
+pub(crate) struct Proposal {
+    pub(crate) value: Value,
+    pub(crate) votes: MemberSet,
+    pub(crate) decided: bool,
+    /// When the accept was last sent (`None`: not yet).
+    pub(crate) sent_at: Option<u64>,
+}
+
+/// A leader's phase 2.
+pub(crate) struct Leadership {
+    pub(crate) ballot: Ballot,
+    /// Proposals for slots `base..base + proposals.len()`, the undecided tail of the log.
+    pub(crate) proposals: VecDeque<Proposal>,
+    pub(crate) base: Slot,
+    /// Index in `proposals` of the first proposal never sent.
+    pub(crate) unsent: usize,
+    /// Commands waiting for room in the window.
+    pub(crate) queue: VecDeque<Command>,
+    /// Ids of commands in `queue` or undecided in `proposals` (to drop re-sent duplicates).
+    pub(crate) queued: HashSet<CommandId>,
+    /// The highest slot phase 1 found: reads wait until it is decided.
+    pub(crate) recovered_upto: Slot,
+    /// When each member last answered this leader (index: node id).
+    pub(crate) heard_at: Vec<u64>,
+    /// When the next heartbeat goes out.
+    pub(crate) heartbeat_at: u64,
+}
+
+impl Leadership {
+    fn next_slot(&self) -> Slot {
+        self.base + self.proposals.len() as Slot
+    }
+}
+
+impl Replica {
+    pub(crate) fn tick_leadership(&mut self) {
+        if !self.voter {
+            return;
+        }
+        let now = self.now;
+        match &mut self.role {
+            RoleState::Follower => {
+                if now >= self.election_at {
+                    self.start_campaign();
+                }
+            }
+            RoleState::Candidate(campaign) => {
+                if now >= campaign.deadline {
+                    self.start_campaign();
+                } else if now >= campaign.resend_at {
+                    campaign.resend_at = now + self.config.retry_ticks;
+                    let ballot = campaign.ballot;
+                    let missing: Vec<(NodeId, Slot)> = campaign
+                        .next_from
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, n)| n.map(|slot| (NodeId(i as u16), slot)))
+                        .collect();
+                    for (to, from) in missing {
+                        self.send_after_persist(to, Message::Prepare { ballot, from });
+                    }
+                }
+            }
+            RoleState::Leader(_) => self.tick_leader(),
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        let now = self.now;
+        let quorum = self.config.quorum();
+        let contact_window = 2 * self.config.election_timeout_ticks;
+        let retry = self.config.retry_ticks;
+        let RoleState::Leader(leadership) = &mut self.role else {
+            return;
+        };
+        let me = self.config.node;
+        let in_touch = leadership
+            .heard_at
+            .iter()
+            .enumerate()
+            .filter(|(i, at)| *i == usize::from(me.0) || now < **at + contact_window)
+            .count();
+        if in_touch < quorum {
+            // Cut off from a majority: stop claiming leadership so that clients hear
+            // "no quorum" and a connected node can take over.
+            self.step_down();
+            return;
+        }
+        // Re-send accepts that got no majority in time, to the members that did not vote.
+        let ballot = leadership.ballot;
+        let mut resend: BTreeMap<NodeId, Vec<(Slot, Value)>> = BTreeMap::new();
+        for (i, p) in leadership.proposals.iter_mut().enumerate() {
+            let Some(sent) = p.sent_at else { break };
+            if p.decided || now < sent + retry {
+                continue;
+            }
+            p.sent_at = Some(now);
+            for peer in 0..self.config.members {
+                let peer = NodeId(peer);
+                // Our own acceptor never loses a message: its vote may only wait for the disk.
+                if peer != me && !p.votes.contains(peer) {
+                    resend
+                        .entry(peer)
+                        .or_default()
+                        .push((leadership.base + i as Slot, p.value.clone()));
+                }
+            }
+        }
+        let heartbeat_due = now >= leadership.heartbeat_at;
+        if heartbeat_due {
+            leadership.heartbeat_at = now + self.config.heartbeat_ticks;
+        }
+        for (peer, entries) in resend {
+            self.send_accepts(peer, ballot, entries);
+        }
+        if heartbeat_due {
+            let commit = self.decided_upto;
+            let read_round = self.reads.round_in_flight();
+            for peer in self.peers().collect::<Vec<_>>() {
+                self.send(
+                    peer,
+                    Message::Heartbeat {
+                        ballot,
+                        commit,
+                        read_round,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Starts phase 1 with a ballot above every round seen.
+    pub(crate) fn start_campaign(&mut self) {
+        self.step_down();
+        let round = self.round_seen.max(self.promised.round) + 1;
+        let ballot = Ballot {
+            round,
+            node: self.config.node,
+        };
+        self.leader = None;
+        self.promise(ballot);
+        let from = self.decided_upto + 1;
+        let base = self.config.election_timeout_ticks.max(1);
+        let deadline = self.now + base + self.rng.below(base);
+        self.role = RoleState::Candidate(Campaign {
+            ballot,
+            from,
+            next_from: vec![Some(from); usize::from(self.config.members)],
+            promised: MemberSet::default(),
+            votes: BTreeMap::new(),
+            decided: BTreeMap::new(),
+            deadline,
+            resend_at: self.now + self.config.retry_ticks,
+        });
+        // Gated: the ballot must be durable before anyone hears of it.
+        for to in 0..self.config.members {
+            self.send_after_persist(NodeId(to), Message::Prepare { ballot, from });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_promise(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        slot: Slot,
+        upto: Slot,
+        more: bool,
+        log_start: Slot,
+        entries: Vec<(Slot, SlotState)>,
+    ) {
+        let quorum = self.config.quorum();
+        let RoleState::Candidate(campaign) = &mut self.role else {
+            return;
+        };
+        let idx = usize::from(from.0);
+        if ballot != campaign.ballot || campaign.next_from[idx] != Some(slot) {
+            return; // stale or duplicate chunk
+        }
+        if log_start >= campaign.from {
+            // That acceptor compacted slots we have not decided: we are too far behind to
+            // lead. Catch up (a snapshot) and let the election timer try again.
+            self.commit_seen = self.commit_seen.max(log_start);
+            self.commit_source = Some(from);
+            self.step_down();
+            self.catch_up_at = self.now;
+            return;
+        }
+        for (s, state) in entries {
+            match state {
+                SlotState::Decided { value } => {
+                    campaign.decided.insert(s, value);
+                }
+                SlotState::Accepted { ballot: b, value } => {
+                    let higher = campaign.votes.get(&s).map_or(true, |(known, _)| *known < b);
+                    if higher {
+                        campaign.votes.insert(s, (b, value));
+                    }
+                }
+            }
+        }
+        if more {
+            campaign.next_from[idx] = Some(upto + 1);
+            self.send(
+                from,
+                Message::Prepare {
+                    ballot,
+                    from: upto + 1,
+                },
+            );
+            return;
+        }
+        campaign.next_from[idx] = None;
+        campaign.promised.insert(from);
+        if campaign.promised.len() >= quorum {
+            self.become_leader();
+        }
+    }
+
+    fn become_leader(&mut self) {
+        let role = std::mem::replace(&mut self.role, RoleState::Follower);
+        let RoleState::Candidate(campaign) = role else {
+            unreachable!("only a candidate is elected");
+        };
+        // Slots this node learned decided during the campaign count too: a new command must
+        // never land in a slot that is already decided.
+        let last = campaign
+            .votes
+            .keys()
+            .next_back()
+            .copied()
+            .max(campaign.decided.keys().next_back().copied())
+            .max(self.log.keys().next_back().copied())
+            .unwrap_or(0)
+            .max(campaign.from - 1)
+            .max(self.decided_upto);
+        let mut proposals = VecDeque::new();
+        let mut queued = HashSet::new();
+        for slot in campaign.from..=last {
+            let value = self
+                .log
+                .get(&slot)
+                .or_else(|| campaign.decided.get(&slot))
+                .cloned()
+                .or_else(|| campaign.votes.get(&slot).map(|(_, v)| v.clone()))
+                .unwrap_or(Value::Noop);
+            if let Value::Command(c) = &value {
+                queued.insert(c.id);
+            }
+            proposals.push_back(Proposal {
+                value,
+                votes: MemberSet::default(),
+                decided: false,
+                sent_at: None,
+            });
+        }
+        let now = self.now;
+        self.leader = Some((self.config.node, campaign.ballot));
+        self.role = RoleState::Leader(Leadership {
+            ballot: campaign.ballot,
+            proposals,
+            base: campaign.from,
+            unsent: 0,
+            queue: VecDeque::new(),
+            queued,
+            recovered_upto: last,
+            heard_at: vec![now; usize::from(self.config.members)],
+            heartbeat_at: now,
+        });
+        self.leader_changed();
+    }
+
+    /// Things to redo when the leader we follow (or are) changes.
+    pub(crate) fn leader_changed(&mut self) {
+        self.resubmit_own();
+        self.reads_leader_changed();
+    }
+
+    /// Adds a client command to the leader's queue (unless already queued or in flight).
+    pub(crate) fn enqueue(&mut self, command: Command) {
+        let limit = self.config.queue_commands_max;
+        let RoleState::Leader(leadership) = &mut self.role else {
+            return;
+        };
+        if leadership.queue.len() >= limit || !leadership.queued.insert(command.id) {
+            return;
+        }
+        leadership.queue.push_back(command);
+    }
+
+    /// Moves queued commands into the window and sends every proposal not yet sent.
+    pub(crate) fn flush_leader(&mut self) {
+        let window = self.config.window_slots;
+        let decided_upto = self.decided_upto;
+        let now = self.now;
+        let RoleState::Leader(leadership) = &mut self.role else {
+            return;
+        };
+        while leadership.next_slot() <= decided_upto + window {
+            let Some(command) = leadership.queue.pop_front() else {
+                break;
+            };
+            leadership.proposals.push_back(Proposal {
+                value: Value::Command(command),
+                votes: MemberSet::default(),
+                decided: false,
+                sent_at: None,
+            });
+        }
+        if leadership.unsent >= leadership.proposals.len() {
+            return;
+        }
+        let ballot = leadership.ballot;
+        let base = leadership.base;
+        let mut entries = Vec::with_capacity(leadership.proposals.len() - leadership.unsent);
+        for (i, p) in leadership
+            .proposals
+            .iter_mut()
+            .enumerate()
+            .skip(leadership.unsent)
+        {
+            p.sent_at = Some(now);
+            entries.push((base + i as Slot, p.value.clone()));
+        }
+        leadership.unsent = leadership.proposals.len();
+        for to in 0..self.config.members {
+            self.send_accepts(NodeId(to), ballot, entries.clone());
+        }
+    }
+
+    /// Sends `entries` to `to` in as many accept messages as the byte budget needs.
+    fn send_accepts(&mut self, to: NodeId, ballot: Ballot, entries: Vec<(Slot, Value)>) {
+        let budget = self.config.message_bytes_max - MESSAGE_FIXED_BYTES_MAX;
+        let commit = self.decided_upto;
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for (slot, value) in entries {
+            let size = 10 + value.encoded_bytes_max();
+            if bytes + size > budget && !batch.is_empty() {
+                let full = std::mem::take(&mut batch);
+                self.send(
+                    to,
+                    Message::Accept {
+                        ballot,
+                        commit,
+                        entries: full,
+                    },
+                );
+                bytes = 0;
+            }
+            bytes += size;
+            batch.push((slot, value));
+        }
+        if !batch.is_empty() {
+            self.send(
+                to,
+                Message::Accept {
+                    ballot,
+                    commit,
+                    entries: batch,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn on_accepted(&mut self, from: NodeId, ballot: Ballot, slots: &[Slot]) {
+        let quorum = self.config.quorum();
+        let now = self.now;
+        let RoleState::Leader(leadership) = &mut self.role else {
+            return;
+        };
+        if ballot != leadership.ballot {
+            return;
+        }
+        leadership.heard_at[usize::from(from.0)] = now;
+        for &slot in slots {
+            if slot < leadership.base {
+                continue;
+            }
+            let Some(p) = leadership
+                .proposals
+                .get_mut((slot - leadership.base) as usize)
+            else {
+                continue;
+            };
+            if p.votes.insert(from) && p.votes.len() >= quorum {
+                p.decided = true;
+            }
+        }
+        // Decide the decided prefix of the window, in order.
+        let mut newly = Vec::new();
+        while leadership.proposals.front().is_some_and(|p| p.decided) {
+            let p = leadership.proposals.pop_front().expect("front exists");
+            newly.push((leadership.base, p.value));
+            leadership.base += 1;
+            leadership.unsent = leadership.unsent.saturating_sub(1);
+        }
+        for (slot, value) in newly {
+            self.decide(slot, value, Some(ballot));
+        }
+    }
+
+    pub(crate) fn on_nack(&mut self, promised: Ballot) {
+        self.round_seen = self.round_seen.max(promised.round);
+        let mine = match &self.role {
+            RoleState::Leader(l) => l.ballot,
+            RoleState::Candidate(c) => c.ballot,
+            RoleState::Follower => return,
+        };
+        if promised > mine {
+            let was_leader = matches!(self.role, RoleState::Leader(_));
+            self.step_down();
+            if was_leader {
+                // Someone campaigned past us. Most likely a node that lost touch with us: we
+                // are still the best placed to lead, so try again soon with a higher ballot.
+                let base = self.config.election_timeout_ticks.max(1);
+                self.election_at = self.now + 1 + self.rng.below(base / 2 + 1);
+            }
+        }
+    }
+
+    pub(crate) fn on_heartbeat_ack(&mut self, from: NodeId, ballot: Ballot, read_round: u64) {
+        let now = self.now;
+        let RoleState::Leader(leadership) = &mut self.role else {
+            return;
+        };
+        if ballot != leadership.ballot {
+            return;
+        }
+        leadership.heard_at[usize::from(from.0)] = now;
+        self.read_round_acked(from, read_round);
+    }
+
+    /// Steps down if we lead or campaign with a ballot below `ballot`.
+    pub(crate) fn step_down_below(&mut self, ballot: Ballot) {
+        let mine = match &self.role {
+            RoleState::Leader(l) => l.ballot,
+            RoleState::Candidate(c) => c.ballot,
+            RoleState::Follower => return,
+        };
+        if mine < ballot {
+            self.step_down();
+        }
+    }
+
+    /// Becomes a follower with no leader known; pending reads wait for the next leader.
+    pub(crate) fn step_down(&mut self) {
+        let was_leader = matches!(self.role, RoleState::Leader(_));
+        if matches!(self.role, RoleState::Follower) {
+            return;
+        }
+        self.role = RoleState::Follower;
+        if self.leader.is_some_and(|(n, _)| n == self.config.node) {
+            self.leader = None;
+        }
+        self.reset_election_timer();
+        if was_leader {
+            self.reads_leader_changed();
+        }
+    }
+
+    /// The leader's view for read rounds: its ballot, decided prefix, and the slot reads must
+    /// wait for. `None` unless this node leads.
+    pub(crate) fn leading(&self) -> Option<(Ballot, Slot)> {
+        match &self.role {
+            RoleState::Leader(l) => Some((l.ballot, l.recovered_upto)),
+            _ => None,
+        }
+    }
+}

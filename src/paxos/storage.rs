@@ -1,0 +1,113 @@
+//! What the core asks its caller to make durable, and the state it is rebuilt from after a restart.
+//!
+//! The core never touches a disk. It hands out [`Record`]s in order, numbered 1, 2, 3… for the
+//! lifetime of the `Replica` (a [`PersistIndex`]); the caller appends them to its log in that
+//! order, syncs, and reports with `Replica::durable(index)` how many are durable. On restart the
+//! caller folds the durable records, in order, into a [`Recovered`] and builds a new `Replica`
+//! from it. What the core assumes of its storage is exactly this: a record reported durable is
+//! never lost, and records become durable in order (a prefix of what was handed out).
+
+use crate::paxos::types::{Ballot, Slot, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How many records, counted from 1, the caller has been handed (or has made durable).
+pub type PersistIndex = u64;
+
+/// One fact the core needs to survive a crash (`wal-format.md`, record type 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// The acceptor promised to ignore ballots below `ballot`.
+    Promised { ballot: Ballot },
+    /// This node completed the safe join: it holds what a majority of the others knew, and may
+    /// vote. A node without this record never answers a prepare or an accept.
+    Joined,
+    /// The acceptor voted for `value` in `slot` at `ballot`.
+    Accepted {
+        slot: Slot,
+        ballot: Ballot,
+        value: Value,
+    },
+    /// `value` was chosen for `slot` (learned from another node, not from our own vote).
+    Chosen { slot: Slot, value: Value },
+    /// Every slot `<= upto` is decided; its value is its `Chosen` record or, without one, its
+    /// last `Accepted` record.
+    Decided { upto: Slot },
+}
+
+/// The core's durable state, folded from records (and trimmed by snapshots).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// The highest ballot promised.
+    pub promised: Ballot,
+    /// Whether a `Joined` record was seen (the node may vote).
+    pub voter: bool,
+    /// Votes for slots above the snapshot, by slot.
+    pub accepted: BTreeMap<Slot, (Ballot, Value)>,
+    /// Chosen values learned from others, for slots above the snapshot.
+    pub chosen: BTreeMap<Slot, Value>,
+    /// Every slot `<= decided_upto` is decided.
+    pub decided_upto: Slot,
+    /// The slots `<= snapshot` are covered by the caller's state-machine snapshot: their values
+    /// are no longer needed here, and they count as applied.
+    pub snapshot: Slot,
+}
+
+impl Recovered {
+    /// The state of a node that has never stored anything.
+    pub fn empty() -> Recovered {
+        Recovered::default()
+    }
+
+    /// True if nothing at all was recovered (a brand-new node, or one that lost its disk).
+    pub fn is_empty(&self) -> bool {
+        *self == Recovered::default()
+    }
+
+    /// Folds one record, in log order, into the state.
+    pub fn apply(&mut self, record: &Record) {
+        match record {
+            Record::Promised { ballot } => {
+                // Records are appended in order, so a promise never goes down in a valid log.
+                self.promised = self.promised.max(*ballot);
+            }
+            Record::Joined => self.voter = true,
+            Record::Accepted {
+                slot,
+                ballot,
+                value,
+            } => {
+                if *slot > self.snapshot {
+                    self.accepted.insert(*slot, (*ballot, value.clone()));
+                }
+            }
+            Record::Chosen { slot, value } => {
+                if *slot > self.snapshot {
+                    self.chosen.insert(*slot, value.clone());
+                }
+            }
+            Record::Decided { upto } => self.decided_upto = self.decided_upto.max(*upto),
+        }
+    }
+
+    /// The caller's snapshot now covers every slot `<= upto`.
+    pub fn snapshot_installed(&mut self, upto: Slot) {
+        if upto <= self.snapshot {
+            return;
+        }
+        self.snapshot = upto;
+        self.decided_upto = self.decided_upto.max(upto);
+        self.accepted = self.accepted.split_off(&(upto + 1));
+        self.chosen = self.chosen.split_off(&(upto + 1));
+    }
+
+    /// The decided value of `slot` (above the snapshot, at or below `decided_upto`), if held.
+    pub fn decided_value(&self, slot: Slot) -> Option<&Value> {
+        if slot <= self.snapshot || slot > self.decided_upto {
+            return None;
+        }
+        self.chosen
+            .get(&slot)
+            .or_else(|| self.accepted.get(&slot).map(|(_, v)| v))
+    }
+}

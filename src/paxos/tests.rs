@@ -1,0 +1,302 @@
+//! Unit tests of the core through a tiny perfect-network driver: elections, decisions, reads,
+//! restarts and the safe join. The hostile-network simulator is `tests/simulation.rs`.
+
+use crate::paxos::types::{Command, CommandId, NodeId, Op, Slot, Value};
+use crate::paxos::{Config, Message, Ready, Record, Recovered, Replica, Role};
+use bytes::Bytes;
+use std::collections::VecDeque;
+
+/// Nodes with instant, lossless delivery and storage that syncs at every step.
+struct Cluster {
+    nodes: Vec<Replica>,
+    /// Durable records per node (a crash keeps exactly these).
+    disks: Vec<Vec<Record>>,
+    applied: Vec<Vec<(Slot, Value)>>,
+    reads: Vec<Vec<u64>>,
+    wire: VecDeque<(NodeId, NodeId, Message)>,
+    up: Vec<bool>,
+}
+
+impl Cluster {
+    fn new(n: u16) -> Cluster {
+        let nodes = (0..n)
+            .map(|i| {
+                Replica::new(
+                    Config::new(NodeId(i), n),
+                    Recovered::empty(),
+                    u64::from(i) + 1,
+                )
+            })
+            .collect();
+        let k = usize::from(n);
+        Cluster {
+            nodes,
+            disks: vec![Vec::new(); k],
+            applied: vec![Vec::new(); k],
+            reads: vec![Vec::new(); k],
+            wire: VecDeque::new(),
+            up: vec![true; k],
+        }
+    }
+
+    fn drain(&mut self) {
+        for _ in 0..10_000 {
+            let mut idle = true;
+            for i in 0..self.nodes.len() {
+                if !self.up[i] {
+                    continue;
+                }
+                loop {
+                    let ready: Ready = self.nodes[i].take_ready();
+                    if ready.is_empty() {
+                        break;
+                    }
+                    idle = false;
+                    self.disks[i].extend(ready.persist);
+                    self.nodes[i].durable(ready.persist_upto);
+                    for (to, m) in ready.messages {
+                        self.wire.push_back((NodeId(i as u16), to, m));
+                    }
+                    self.applied[i].extend(ready.apply);
+                    self.reads[i].extend(ready.reads_ready);
+                }
+            }
+            while let Some((from, to, m)) = self.wire.pop_front() {
+                idle = false;
+                if self.up[usize::from(to.0)] {
+                    self.nodes[usize::from(to.0)].receive(from, m);
+                }
+            }
+            if idle {
+                return;
+            }
+        }
+        panic!("the cluster never went quiet");
+    }
+
+    fn ticks(&mut self, n: usize) {
+        for _ in 0..n {
+            for i in 0..self.nodes.len() {
+                if self.up[i] {
+                    self.nodes[i].tick();
+                }
+            }
+            self.drain();
+        }
+    }
+
+    fn leader(&self) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| self.up[i] && self.nodes[i].status().role == Role::Leader)
+    }
+
+    fn restart(&mut self, i: usize, lose_disk: bool) {
+        if lose_disk {
+            self.disks[i].clear();
+        }
+        let mut recovered = Recovered::empty();
+        for r in &self.disks[i] {
+            recovered.apply(r);
+        }
+        let n = self.nodes.len() as u16;
+        self.nodes[i] = Replica::new(Config::new(NodeId(i as u16), n), recovered, 99 + i as u64);
+        self.applied[i].clear();
+        self.up[i] = true;
+    }
+}
+
+fn put(origin: u16, seq: u64, key: &str) -> Command {
+    Command {
+        id: CommandId {
+            origin: NodeId(origin),
+            seq,
+        },
+        op: Op::Put {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::from_static(b"v"),
+            expect: None,
+        },
+    }
+}
+
+fn commands(applied: &[(Slot, Value)]) -> Vec<CommandId> {
+    applied
+        .iter()
+        .filter_map(|(_, v)| match v {
+            Value::Command(c) => Some(c.id),
+            Value::Noop => None,
+        })
+        .collect()
+}
+
+#[test]
+fn three_nodes_elect_one_leader_and_decide_in_order_everywhere() {
+    let mut c = Cluster::new(3);
+    c.ticks(100);
+    let leader = c.leader().expect("a leader is elected");
+    assert_eq!(
+        (0..3)
+            .filter(|&i| c.nodes[i].status().role == Role::Leader)
+            .count(),
+        1
+    );
+    for seq in 0..50 {
+        let origin = (seq % 3) as u16;
+        c.nodes[usize::from(origin)]
+            .propose(put(origin, seq, "k"))
+            .expect("proposed");
+    }
+    c.ticks(20);
+    let ids = commands(&c.applied[leader]);
+    assert_eq!(ids.len(), 50, "every command applied once");
+    for i in 0..3 {
+        assert_eq!(
+            c.applied[i], c.applied[leader],
+            "node {i} applied the same sequence"
+        );
+        let slots: Vec<Slot> = c.applied[i].iter().map(|(s, _)| *s).collect();
+        assert!(slots.windows(2).all(|w| w[1] == w[0] + 1), "no gaps");
+    }
+}
+
+#[test]
+fn single_node_cluster_decides_alone() {
+    let mut c = Cluster::new(1);
+    c.ticks(80);
+    assert_eq!(c.leader(), Some(0));
+    c.nodes[0].propose(put(0, 1, "a")).expect("proposed");
+    c.nodes[0].read(7);
+    c.drain();
+    assert_eq!(commands(&c.applied[0]).len(), 1);
+    assert_eq!(c.reads[0], vec![7]);
+}
+
+#[test]
+fn reads_are_served_on_followers_after_a_quorum_round() {
+    let mut c = Cluster::new(3);
+    c.ticks(100);
+    let leader = c.leader().expect("leader");
+    let follower = (leader + 1) % 3;
+    c.nodes[follower]
+        .propose(put(follower as u16, 1, "x"))
+        .expect("proposed");
+    c.drain();
+    c.nodes[follower].read(42);
+    c.nodes[leader].read(43);
+    c.ticks(2);
+    assert_eq!(c.reads[follower], vec![42]);
+    assert_eq!(c.reads[leader], vec![43]);
+    assert!(c.nodes[follower].status().applied >= c.applied[leader].last().map_or(0, |x| x.0));
+}
+
+#[test]
+fn a_new_leader_keeps_what_the_old_one_decided() {
+    let mut c = Cluster::new(3);
+    c.ticks(100);
+    let old = c.leader().expect("leader");
+    for seq in 0..10 {
+        c.nodes[old]
+            .propose(put(old as u16, seq, "k"))
+            .expect("proposed");
+    }
+    c.drain();
+    let before = c.applied[old].clone();
+    c.up[old] = false;
+    c.ticks(200);
+    let new = c.leader().expect("a new leader");
+    assert_ne!(new, old);
+    c.nodes[new]
+        .propose(put(new as u16, 100, "k"))
+        .expect("proposed");
+    c.ticks(5);
+    assert!(
+        c.applied[new].starts_with(&before),
+        "decided slots never change"
+    );
+    c.restart(old, false);
+    c.ticks(100);
+    assert_eq!(
+        c.applied[old], c.applied[new],
+        "the old leader caught up after restart"
+    );
+}
+
+#[test]
+fn whole_cluster_restart_keeps_every_decided_command() {
+    let mut c = Cluster::new(3);
+    c.ticks(100);
+    let leader = c.leader().expect("leader");
+    for seq in 0..20 {
+        c.nodes[leader]
+            .propose(put(leader as u16, seq, "k"))
+            .expect("proposed");
+    }
+    c.drain();
+    let decided = commands(&c.applied[leader]);
+    assert_eq!(decided.len(), 20);
+    for i in 0..3 {
+        c.restart(i, false);
+    }
+    c.ticks(200);
+    let leader = c.leader().expect("a leader after the restart");
+    c.nodes[leader]
+        .propose(put(leader as u16, 500, "k"))
+        .expect("proposed");
+    c.ticks(5);
+    for i in 0..3 {
+        let ids = commands(&c.applied[i]);
+        assert!(ids.starts_with(&decided), "node {i} lost decided commands");
+    }
+}
+
+#[test]
+fn a_node_that_lost_its_disk_rejoins_before_voting() {
+    let mut c = Cluster::new(3);
+    c.ticks(100);
+    let leader = c.leader().expect("leader");
+    for seq in 0..5 {
+        c.nodes[leader]
+            .propose(put(leader as u16, seq, "k"))
+            .expect("proposed");
+    }
+    c.drain();
+    let victim = (leader + 1) % 3;
+    c.restart(victim, true);
+    assert_eq!(c.nodes[victim].status().role, Role::Joining);
+    c.ticks(50);
+    assert_ne!(
+        c.nodes[victim].status().role,
+        Role::Joining,
+        "join completes"
+    );
+    assert!(c.disks[victim].contains(&Record::Joined));
+    assert_eq!(commands(&c.applied[victim]).len(), 5, "and it caught up");
+}
+
+#[test]
+fn a_joining_node_does_not_vote() {
+    let mut c = Cluster::new(3);
+    c.restart(0, true);
+    // Nobody else is up: node 0 can never learn from a majority of the others.
+    c.up[1] = false;
+    c.up[2] = false;
+    c.ticks(200);
+    assert_eq!(c.nodes[0].status().role, Role::Joining);
+    assert!(c.disks[0].is_empty(), "a non-voter persists no promise");
+}
+
+#[test]
+fn oversized_commands_are_refused() {
+    let mut r = Replica::new(Config::new(NodeId(0), 1), Recovered::empty(), 1);
+    let big = Command {
+        id: CommandId {
+            origin: NodeId(0),
+            seq: 1,
+        },
+        op: Op::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from(vec![0u8; 70_000]),
+            expect: None,
+        },
+    };
+    assert!(r.propose(big).is_err());
+}
