@@ -1,5 +1,6 @@
 //! The command line: one clap-derived parser for every subcommand, and the dispatch to them.
 
+use crate::config::{ServeArgs, ServeConfig};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -13,10 +14,54 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Run a node: HTTP on PORT, Paxos peers on UDP PORT, the line protocol on PORT+1.
+    /// With no flags: a one-node cluster on 127.0.0.1:3000 with data in ./consens-data/3000.
+    Serve(ServeArgs),
+}
 
 /// Parses the process arguments, runs the chosen subcommand and turns its result into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    init_tracing();
+    let config = match ServeConfig::from_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("consens: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("consens: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::node::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "node stopped");
+            eprintln!("consens: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,7 +1,23 @@
 //! consens: a replicated key-value store whose nodes agree through Multi-Paxos.
 //!
 //! # Layout
-//! - [`paxos`]: the pure consensus core and the vocabulary it shares with the rest.
+//! - [`paxos`]: the pure consensus core (no IO) and the vocabulary it shares with the rest.
+//! - [`wal`]: the checksummed, memory-mapped write-ahead log (spec: `wal-format.md`).
+//! - [`kv`]: the deterministic key-value state machine that decided commands are applied to.
+//! - [`net`]: the datagram envelope (`codec`), what travels in it (`wire`), the UDP transport.
+//! - [`node`]: the daemon: owns the core, the WAL, the sockets and the timers; runs effects in
+//!   order (persist → send → sync → apply → reply).
+//! - [`server`]: HTTP and line-protocol front ends; they talk to the node through a `Store`.
+//! - [`snapshot`]: state-machine snapshots on disk and in chunks on the wire.
+//! - [`config`], [`cli`]: flags, address resolution, subcommands.
 
 pub mod cli;
+pub mod config;
+pub mod fs_durable;
+pub mod kv;
+pub mod net;
+pub mod node;
 pub mod paxos;
+pub mod server;
+pub mod snapshot;
+pub mod wal;

@@ -1,0 +1,282 @@
+//! `consens serve`'s flags and the node configuration derived from them.
+//!
+//! The flags keep the original project's interface (`PORT=3000 CLUSTER=http://localhost:4000,…`)
+//! and add what a real deployment needs. Deriving the configuration resolves every address once,
+//! here: `localhost` may resolve to `::1` or `127.0.0.1`, so a name resolves to its IPv4 address
+//! when it has one (on every node alike), and the address we advertise is the one we bind unless
+//! `--advertise` says otherwise. The members are sorted so that every node numbers them the same
+//! way: a node's id is its index in that list, and the cluster's identity is a hash of it.
+
+use crate::paxos::types::NodeId;
+use crate::server::line::LineOptions;
+use clap::Args;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The HTTP port (and UDP peer port) when none is given, as in the original project.
+pub const PORT_DEFAULT: u16 = 3000;
+/// Where data goes when `--data-dir` is not given: `./consens-data/<port>`.
+pub const DATA_DIR_ROOT_DEFAULT: &str = "consens-data";
+/// How long a client request may wait for a quorum before it fails.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// A state-machine snapshot is taken (and the WAL compacted) every this many applied slots.
+pub const SNAPSHOT_EVERY_SLOTS_DEFAULT: u64 = 100_000;
+/// Idle line-protocol connections are closed after this long.
+pub const IDLE_TIMEOUT_SECS_DEFAULT: u64 = 300;
+
+/// Flags of `consens serve`. Every flag has an environment variable too.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// HTTP on TCP PORT, Paxos peers on UDP PORT, the line protocol on TCP PORT+1.
+    #[arg(long, env = "PORT", default_value_t = PORT_DEFAULT)]
+    pub port: u16,
+    /// The other members, comma-separated: `host:port` or `http://host:port` (their PORT).
+    /// Empty: a one-node cluster.
+    #[arg(long, env = "CLUSTER", value_delimiter = ',', num_args = 0..)]
+    pub cluster: Vec<String>,
+    /// Data directory (WAL, snapshots, identity). Default: ./consens-data/<PORT>.
+    #[arg(long, env = "DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Accepted for compatibility with the original project; catching up is automatic.
+    #[arg(long, env = "JOIN", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub join: bool,
+    /// IP address to bind every listener and the peer socket to.
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1")]
+    pub listen: IpAddr,
+    /// The `host:port` the other members know this node by (as it appears in their
+    /// `--cluster`). Default: the listen address and PORT. Needed when listening on 0.0.0.0.
+    #[arg(long, env = "ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Override: HTTP port (default PORT).
+    #[arg(long, env = "HTTP_PORT")]
+    pub http_port: Option<u16>,
+    /// Override: line-protocol port (default PORT+1).
+    #[arg(long, env = "LINE_PORT")]
+    pub line_port: Option<u16>,
+    /// Override: UDP peer port (default PORT). Members are named by their peer port.
+    #[arg(long, env = "PEER_PORT")]
+    pub peer_port: Option<u16>,
+    /// How long a request may wait for a quorum before failing with 503 / ERR.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = REQUEST_TIMEOUT_MS_DEFAULT)]
+    pub request_timeout_ms: u64,
+    /// Take a snapshot and compact the WAL every this many applied slots.
+    #[arg(long, env = "SNAPSHOT_EVERY_SLOTS", default_value_t = SNAPSHOT_EVERY_SLOTS_DEFAULT)]
+    pub snapshot_every_slots: u64,
+    /// Close idle line-protocol connections after this many seconds.
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = IDLE_TIMEOUT_SECS_DEFAULT)]
+    pub idle_timeout_secs: u64,
+    /// At most this many line-protocol connections at once.
+    #[arg(long, env = "CONNECTIONS_MAX", default_value_t = crate::server::line::CONNECTIONS_MAX)]
+    pub connections_max: usize,
+}
+
+/// Why the flags do not describe a node that can start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot resolve member address {given:?}: {reason}")]
+    Resolve { given: String, reason: String },
+    #[error("PORT {0} leaves no room for the line protocol on PORT+1; pass --line-port")]
+    PortRange(u16),
+    #[error("listening on {0} (any address): pass --advertise host:port so the others can name this node")]
+    AdvertiseNeeded(IpAddr),
+    #[error("the cluster has {0} members; at most {max} are supported", max = crate::paxos::config::MEMBERS_MAX)]
+    TooManyMembers(usize),
+}
+
+/// Everything `node::serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    /// Every member's peer address, sorted; `members[node_id]` is this node.
+    pub members: Vec<SocketAddr>,
+    pub node_id: NodeId,
+    /// A hash of the member list: datagrams of another cluster are dropped.
+    pub cluster_id: u64,
+    pub peer_bind_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub line_addr: SocketAddr,
+    /// This node's name in the member list, as text.
+    pub advertise: String,
+    pub request_timeout: Duration,
+    pub snapshot_every_slots: u64,
+    pub idle_timeout: Duration,
+    pub connections_max: usize,
+}
+
+impl ServeConfig {
+    pub fn from_args(args: &ServeArgs) -> Result<ServeConfig, ConfigError> {
+        let peer_port = args.peer_port.unwrap_or(args.port);
+        let http_port = args.http_port.unwrap_or(args.port);
+        let line_port = match args.line_port {
+            Some(p) => p,
+            None => args
+                .port
+                .checked_add(1)
+                .ok_or(ConfigError::PortRange(args.port))?,
+        };
+        let advertise = match &args.advertise {
+            Some(a) => resolve(a, peer_port)?,
+            None if args.listen.is_unspecified() => {
+                return Err(ConfigError::AdvertiseNeeded(args.listen))
+            }
+            None => SocketAddr::new(args.listen, peer_port),
+        };
+        let mut members = vec![advertise];
+        for given in args.cluster.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            let addr = resolve(given, PORT_DEFAULT)?;
+            if !members.contains(&addr) {
+                members.push(addr);
+            }
+        }
+        members.sort();
+        if members.len() > usize::from(crate::paxos::config::MEMBERS_MAX) {
+            return Err(ConfigError::TooManyMembers(members.len()));
+        }
+        let index = members
+            .iter()
+            .position(|m| *m == advertise)
+            .expect("the advertised address was put in the list");
+        let node_id = NodeId(u16::try_from(index).expect("at most MEMBERS_MAX members"));
+        let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+            PathBuf::from(DATA_DIR_ROOT_DEFAULT).join(args.port.to_string())
+        });
+        Ok(ServeConfig {
+            data_dir,
+            cluster_id: cluster_id(&members),
+            node_id,
+            peer_bind_addr: SocketAddr::new(args.listen, peer_port),
+            http_addr: SocketAddr::new(args.listen, http_port),
+            line_addr: SocketAddr::new(args.listen, line_port),
+            advertise: advertise.to_string(),
+            members,
+            request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
+            snapshot_every_slots: args.snapshot_every_slots.max(1),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
+            connections_max: args.connections_max.max(1),
+        })
+    }
+
+    /// The line server's limits.
+    pub fn line_options(&self) -> LineOptions {
+        LineOptions {
+            connections_max: self.connections_max,
+            idle_timeout: self.idle_timeout,
+            ..LineOptions::default()
+        }
+    }
+}
+
+/// Resolves `host:port`, `http://host:port` or `host` (with `default_port`), preferring IPv4.
+pub fn resolve(given: &str, default_port: u16) -> Result<SocketAddr, ConfigError> {
+    let err = |reason: String| ConfigError::Resolve {
+        given: given.to_string(),
+        reason,
+    };
+    let rest = given
+        .strip_prefix("http://")
+        .or_else(|| given.strip_prefix("udp://"))
+        .unwrap_or(given);
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') {
+        return Err(err("expected host:port".into()));
+    }
+    if let Ok(addr) = rest.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = rest.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|e| err(format!("bad port {p:?}: {e}")))?,
+        ),
+        None => (rest, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        // Every node must name the others the same way; `localhost` is the loopback we bind.
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| err(e.to_string()))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| err("no address found".into()))
+}
+
+/// FNV-1a over the sorted member list: the same on every node of the cluster.
+pub fn cluster_id(members: &[SocketAddr]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for member in members {
+        for byte in member.to_string().bytes().chain(std::iter::once(b'\n')) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> ServeConfig {
+        let w = Wrapper::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .expect("flags parse");
+        ServeConfig::from_args(&w.serve).expect("config")
+    }
+
+    #[test]
+    fn defaults_are_a_single_node_on_3000() {
+        let c = parse(&[]);
+        assert_eq!(c.http_addr, "127.0.0.1:3000".parse().expect("addr"));
+        assert_eq!(c.line_addr, "127.0.0.1:3001".parse().expect("addr"));
+        assert_eq!(c.peer_bind_addr, "127.0.0.1:3000".parse().expect("addr"));
+        assert_eq!(c.members.len(), 1);
+        assert_eq!(c.data_dir, PathBuf::from("consens-data/3000"));
+    }
+
+    #[test]
+    fn original_walkthrough_members_agree_on_ids_and_cluster() {
+        let a = parse(&[
+            "--port",
+            "3000",
+            "--cluster",
+            "http://localhost:4000,http://localhost:5000",
+        ]);
+        let b = parse(&["--port", "4000", "--cluster", "localhost:3000,127.0.0.1:5000"]);
+        assert_eq!(a.members, b.members);
+        assert_eq!(a.cluster_id, b.cluster_id);
+        assert_eq!(a.node_id, NodeId(0));
+        assert_eq!(b.node_id, NodeId(1));
+    }
+
+    #[test]
+    fn listing_oneself_in_the_cluster_is_harmless() {
+        let c = parse(&["--port", "3000", "--cluster", "localhost:3000,localhost:4000"]);
+        assert_eq!(c.members.len(), 2);
+    }
+
+    #[test]
+    fn bad_addresses_are_clear_errors() {
+        assert!(resolve("http://localhost:notaport", 1).is_err());
+        assert!(resolve("", 1).is_err());
+        assert!(resolve("http://a/b/c", 1).is_err());
+    }
+}

@@ -1,0 +1,257 @@
+//! The WAL adapter: maps the core's [`Record`]s to WAL records and back, and keeps the log small.
+//!
+//! The WAL knows bytes and LSNs; the core knows records and persist indexes. This adapter is the
+//! thin layer between them (`GUIDE.md` §1):
+//! - **Encoding.** Every core record is one WAL record of type [`CONSENSUS_RECORD_TYPE`] whose
+//!   payload is the postcard encoding of [`Record`] (`wal-format.md` §6).
+//! - **Persist indexes.** The core numbers the records it hands out 1, 2, 3…; after a sync the
+//!   adapter reports how many of them are durable. Records the adapter writes on its own
+//!   (checkpoints) are not counted.
+//! - **Disk full.** When an append fails for lack of space, the record and every later one wait in
+//!   a bounded backlog, in order, and nothing past the last appended record is ever reported
+//!   durable; the node answers "unavailable" until a retry succeeds.
+//! - **Compaction.** After a state-machine snapshot covers slot S, the adapter re-appends a
+//!   checkpoint of everything recovery still needs (the latest promise, the voter mark, the decided
+//!   prefix, accepted and chosen values above S), syncs it, and only then drops the older segments.
+
+use crate::paxos::types::Slot;
+use crate::paxos::{PersistIndex, Record, Recovered};
+use crate::wal::{Lsn, Wal, WalError, WalOptions};
+use std::collections::VecDeque;
+use std::path::Path;
+
+/// WAL record type of a postcard-encoded consensus [`Record`] (`wal-format.md` §6).
+pub const CONSENSUS_RECORD_TYPE: u8 = 1;
+/// At most this many records wait for disk space before the node gives up and exits: the core's
+/// window bounds how many a leader produces, so hitting this means the disk stays full for long.
+pub const BACKLOG_RECORDS_MAX: usize = 1 << 20;
+
+/// Why records could not be persisted.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// The disk is full: the records wait in the backlog; retry later.
+    #[error("{0}")]
+    DiskFull(String),
+    /// Anything else, including every sync failure: the node must exit.
+    #[error(transparent)]
+    Fatal(#[from] WalError),
+}
+
+/// Why the WAL could not be opened and replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(
+        "corrupt WAL record at LSN {lsn} in {dir}: its checksum is valid but its payload is not a \
+         consensus record ({reason})"
+    )]
+    Undecodable {
+        dir: String,
+        lsn: Lsn,
+        reason: String,
+    },
+    #[error("unknown WAL record type {record_type} at LSN {lsn} in {dir} (corrupt, or written by a newer consens)")]
+    UnknownType {
+        dir: String,
+        lsn: Lsn,
+        record_type: u8,
+    },
+}
+
+/// The WAL plus the bookkeeping that ties it to the core.
+pub struct Durable {
+    wal: Wal,
+    /// Everything the WAL holds, folded: the source of checkpoints.
+    mirror: Recovered,
+    /// Core records appended to the WAL so far (the backlog comes after them).
+    appended: PersistIndex,
+    /// Core records known durable.
+    synced: PersistIndex,
+    /// Core records handed out but not yet appended because the disk was full.
+    backlog: VecDeque<Record>,
+    /// The reason appends fail right now, if they do.
+    disk_full: Option<String>,
+    /// Something was appended (core record or checkpoint) since the last sync.
+    dirty: bool,
+    /// Reused encode buffer.
+    buf: Vec<u8>,
+}
+
+impl Durable {
+    /// Opens (or creates) the WAL in `dir` and replays it.
+    pub fn open(dir: &Path, options: WalOptions) -> Result<(Durable, Recovered), RecoverError> {
+        let (wal, recovery) = Wal::open(dir, options)?;
+        if let Some(torn) = &recovery.truncated {
+            tracing::warn!(?torn, "WAL had a torn tail; truncated it and starting");
+        }
+        let mut recovered = Recovered::empty();
+        for record in recovery.records() {
+            if record.record_type != CONSENSUS_RECORD_TYPE {
+                return Err(RecoverError::UnknownType {
+                    dir: dir.display().to_string(),
+                    lsn: record.lsn,
+                    record_type: record.record_type,
+                });
+            }
+            let decoded: Record =
+                postcard::from_bytes(record.payload).map_err(|e| RecoverError::Undecodable {
+                    dir: dir.display().to_string(),
+                    lsn: record.lsn,
+                    reason: e.to_string(),
+                })?;
+            recovered.apply(&decoded);
+        }
+        tracing::info!(
+            records = recovery.len(),
+            first_lsn = recovery.first_lsn,
+            next_lsn = recovery.next_lsn,
+            "WAL replayed"
+        );
+        let durable = Durable {
+            wal,
+            mirror: recovered.clone(),
+            appended: 0,
+            synced: 0,
+            backlog: VecDeque::new(),
+            disk_full: None,
+            dirty: false,
+            buf: Vec::with_capacity(1024),
+        };
+        Ok((durable, recovered))
+    }
+
+    /// True while records wait for disk space.
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    /// Why this node cannot take requests right now (disk full), if so.
+    pub fn unavailable_reason(&self) -> Option<String> {
+        self.disk_full.as_ref().map(|r| format!("disk full: {r}"))
+    }
+
+    /// Appends `records` after any backlog. On a full disk the rest waits in the backlog.
+    pub fn persist(&mut self, records: Vec<Record>) -> Result<(), PersistError> {
+        self.backlog.extend(records);
+        if self.backlog.len() > BACKLOG_RECORDS_MAX {
+            return Err(PersistError::Fatal(WalError::Io {
+                context: format!(
+                    "{} records waited for disk space; giving up",
+                    self.backlog.len()
+                ),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            }));
+        }
+        while let Some(record) = self.backlog.front() {
+            match self.append_one(record) {
+                Ok(_) => {
+                    if let Some(record) = self.backlog.pop_front() {
+                        self.mirror.apply(&record);
+                    }
+                    self.appended += 1;
+                }
+                Err(e) if e.is_disk_full() => {
+                    let reason = e.to_string();
+                    self.disk_full = Some(reason.clone());
+                    return Err(PersistError::DiskFull(reason));
+                }
+                Err(e) => return Err(PersistError::Fatal(e)),
+            }
+        }
+        if self.disk_full.take().is_some() {
+            tracing::info!("WAL appends work again; this node is available");
+        }
+        Ok(())
+    }
+
+    fn append_one(&mut self, record: &Record) -> Result<Lsn, WalError> {
+        self.buf.clear();
+        // Encoding a value we built ourselves into a Vec cannot fail short of a broken invariant.
+        let encoded = postcard::to_extend(record, std::mem::take(&mut self.buf))
+            .expect("postcard encodes a consensus record into a Vec");
+        let lsn = self.wal.append(CONSENSUS_RECORD_TYPE, &encoded);
+        self.buf = encoded;
+        if lsn.is_ok() {
+            self.dirty = true;
+        }
+        lsn
+    }
+
+    /// Group commit: one msync for everything appended since the last sync. Returns the core's
+    /// new durable persist index, or `None` when nothing new became durable.
+    pub fn sync(&mut self) -> Result<Option<PersistIndex>, WalError> {
+        if !self.dirty {
+            return Ok(None);
+        }
+        self.wal.sync()?;
+        self.dirty = false;
+        if self.synced == self.appended {
+            return Ok(None);
+        }
+        self.synced = self.appended;
+        Ok(Some(self.synced))
+    }
+
+    /// A snapshot from a peer now covers slots `<= upto`.
+    pub fn snapshot_installed(&mut self, upto: Slot) {
+        self.mirror.snapshot_installed(upto);
+    }
+
+    /// Our own snapshot now durably covers slots `<= upto`: checkpoint and drop older segments.
+    /// Returns the core's new durable persist index when the checkpoint's sync covered more.
+    pub fn compact(&mut self, upto: Slot) -> Result<Option<PersistIndex>, PersistError> {
+        self.mirror.snapshot_installed(upto);
+        if self.has_backlog() {
+            // The checkpoint must not overtake records still waiting for space.
+            return Ok(None);
+        }
+        let checkpoint = checkpoint_records(&self.mirror);
+        let first = self.wal.next_lsn();
+        for record in &checkpoint {
+            match self.append_one(record) {
+                Ok(_) => {}
+                Err(e) if e.is_disk_full() => return Err(PersistError::DiskFull(e.to_string())),
+                Err(e) => return Err(PersistError::Fatal(e)),
+            }
+        }
+        let newly_durable = self.sync()?;
+        let removed = self.wal.compact(first)?;
+        tracing::debug!(
+            snapshot_slot = upto,
+            checkpoint_records = checkpoint.len(),
+            segments_removed = removed,
+            "WAL compacted"
+        );
+        Ok(newly_durable)
+    }
+}
+
+/// The records that rebuild `state` on their own: what must survive when older segments go.
+fn checkpoint_records(state: &Recovered) -> Vec<Record> {
+    let mut records = vec![Record::Promised {
+        ballot: state.promised,
+    }];
+    if state.voter {
+        records.push(Record::Joined);
+    }
+    for (slot, (ballot, value)) in &state.accepted {
+        records.push(Record::Accepted {
+            slot: *slot,
+            ballot: *ballot,
+            value: value.clone(),
+        });
+    }
+    for (slot, value) in &state.chosen {
+        records.push(Record::Chosen {
+            slot: *slot,
+            value: value.clone(),
+        });
+    }
+    if state.decided_upto > state.snapshot {
+        records.push(Record::Decided {
+            upto: state.decided_upto,
+        });
+    }
+    records
+}

@@ -1,0 +1,494 @@
+//! The node's event loop: the only owner of the Paxos core, the key-value state, the WAL adapter
+//! and the peer socket's send side.
+//!
+//! Every input (a datagram, a client request, a tick) is fed to the core; then [`NodeLoop::drive`]
+//! drains the core's `Ready` until it is quiet, running its effects in the one safe order:
+//! persist (append to the WAL) → send what the core released → sync → report `durable` → apply
+//! decided commands → answer clients. Promise and accepted replies are withheld inside the core
+//! until `durable` covers them, so sending before the sync is safe by construction; it lets peers
+//! work while our msync runs. A sync failure is fatal (fsyncgate): the process exits non-zero.
+
+use crate::kv::KvState;
+use crate::net::udp::PeerNet;
+use crate::net::wire::Wire;
+use crate::node::durable::{Durable, PersistError};
+use crate::node::handle::Request;
+use crate::node::transfer::SnapshotTransfer;
+use crate::paxos::types::{Command, CommandId, Entry, NodeId, Outcome, Slot, Value};
+use crate::paxos::{ProposeError, ReadId, Ready, Replica};
+use crate::server::{Consistency, NodeStatus, StoreError};
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Wall-clock length of one logical tick of the core.
+pub const TICK_MS: u64 = 10;
+/// How many requests or datagrams the loop takes from a channel per wake-up (bounds latency of
+/// the other inputs and the size of one group commit).
+pub const INPUT_BATCH_MAX: usize = 1024;
+/// A member heard from within this window counts towards "can reach a quorum".
+pub const PEER_ALIVE_MS_MAX: u64 = 1_000;
+/// The status that handles read is refreshed every this many ticks.
+pub const STATUS_REFRESH_TICKS: u64 = 5;
+
+/// A client write not yet handed to the core: the node knows no leader or no quorum yet.
+struct WaitingWrite {
+    /// When the client stops waiting; expiring here means "no quorum" (nothing was proposed).
+    deadline: Instant,
+    op: crate::paxos::types::Op,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// A client write proposed to the core, answered when its command id is applied.
+struct PendingWrite {
+    /// Expiring here means "outcome unknown": the command may still be decided.
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// A linearizable read waiting for the core's read-index round.
+struct PendingRead {
+    deadline: Instant,
+    key: Bytes,
+    reply: oneshot::Sender<Result<Option<Entry>, StoreError>>,
+}
+
+/// Static facts the loop needs about itself and its cluster.
+pub struct LoopConfig {
+    pub node: NodeId,
+    pub members: Vec<std::net::SocketAddr>,
+    pub advertise: String,
+    pub request_timeout: Duration,
+    pub snapshot_every_slots: u64,
+    pub boot: u64,
+}
+
+pub struct NodeLoop {
+    config: LoopConfig,
+    replica: Replica,
+    kv: KvState,
+    durable: Durable,
+    peers: PeerNet,
+    transfer: SnapshotTransfer,
+    requests: mpsc::Receiver<Request>,
+    inbound: mpsc::Receiver<(NodeId, Wire)>,
+    status_tx: watch::Sender<NodeStatus>,
+    healthy: Arc<AtomicBool>,
+    waiting_writes: VecDeque<WaitingWrite>,
+    pending_writes: HashMap<CommandId, PendingWrite>,
+    pending_reads: HashMap<ReadId, PendingRead>,
+    /// Low bits of the next command id's `seq` (the boot counter fills the high bits).
+    next_command: u64,
+    next_read: ReadId,
+    /// When each member was last heard from (None: never); index = NodeId.
+    last_heard: Vec<Option<Instant>>,
+    ticks: u64,
+    /// Slot covered by the newest durable snapshot of our own.
+    snapshot_slot: Slot,
+}
+
+/// Everything [`NodeLoop::new`] needs, assembled by `node::serve`.
+pub struct LoopParts {
+    pub config: LoopConfig,
+    pub replica: Replica,
+    pub kv: KvState,
+    pub durable: Durable,
+    pub peers: PeerNet,
+    pub transfer: SnapshotTransfer,
+    pub requests: mpsc::Receiver<Request>,
+    pub inbound: mpsc::Receiver<(NodeId, Wire)>,
+    pub status_tx: watch::Sender<NodeStatus>,
+    pub healthy: Arc<AtomicBool>,
+    pub snapshot_slot: Slot,
+}
+
+impl NodeLoop {
+    pub fn new(parts: LoopParts) -> NodeLoop {
+        let members = parts.config.members.len();
+        NodeLoop {
+            config: parts.config,
+            replica: parts.replica,
+            kv: parts.kv,
+            durable: parts.durable,
+            peers: parts.peers,
+            transfer: parts.transfer,
+            requests: parts.requests,
+            inbound: parts.inbound,
+            status_tx: parts.status_tx,
+            healthy: parts.healthy,
+            waiting_writes: VecDeque::new(),
+            pending_writes: HashMap::new(),
+            pending_reads: HashMap::new(),
+            next_command: 0,
+            next_read: 1,
+            last_heard: vec![None; members],
+            ticks: 0,
+            snapshot_slot: parts.snapshot_slot,
+        }
+    }
+
+    /// Runs until `shutdown` flips, then syncs the WAL and answers what is still pending.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(Duration::from_millis(TICK_MS));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut requests = Vec::with_capacity(INPUT_BATCH_MAX);
+        let mut datagrams = Vec::with_capacity(INPUT_BATCH_MAX);
+        self.drive();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                _ = ticker.tick() => self.on_tick(),
+                n = self.inbound.recv_many(&mut datagrams, INPUT_BATCH_MAX) => {
+                    if n == 0 { break; }
+                    for (from, wire) in datagrams.drain(..) {
+                        self.on_wire(from, wire);
+                    }
+                }
+                n = self.requests.recv_many(&mut requests, INPUT_BATCH_MAX) => {
+                    if n == 0 { break; }
+                    for request in requests.drain(..) {
+                        self.on_request(request);
+                    }
+                }
+            }
+            self.drive();
+        }
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        // Finish what can be finished without new input, make everything durable, then tell the
+        // clients still waiting that this node is going away.
+        self.drive();
+        if let Err(e) = self.durable.sync() {
+            fatal_sync(e);
+        }
+        for w in self.waiting_writes.drain(..) {
+            let _ = w.reply.send(Err(StoreError::ShuttingDown));
+        }
+        for (_, w) in self.pending_writes.drain() {
+            let _ = w.reply.send(Err(StoreError::OutcomeUnknown));
+        }
+        for (_, r) in self.pending_reads.drain() {
+            let _ = r.reply.send(Err(StoreError::ShuttingDown));
+        }
+        tracing::info!(node = %self.config.node, "event loop stopped; WAL synced");
+    }
+
+    fn on_tick(&mut self) {
+        self.ticks += 1;
+        self.replica.tick();
+        self.transfer.tick(&mut self.peers);
+        if self.durable.has_backlog() {
+            // Disk full earlier: try to persist the backlog again now that space may be back.
+            self.persist_and_sync(Vec::new());
+        }
+        self.expire(Instant::now());
+        self.propose_waiting();
+        if self.ticks % STATUS_REFRESH_TICKS == 0 {
+            self.publish_status();
+        }
+    }
+
+    fn on_wire(&mut self, from: NodeId, wire: Wire) {
+        if let Some(slot) = self.last_heard.get_mut(usize::from(from.0)) {
+            *slot = Some(Instant::now());
+        }
+        match wire {
+            Wire::Paxos(message) => self.replica.receive(from, message),
+            Wire::Snapshot(chunk) => {
+                if let Some((meta, payload)) = self.transfer.receive(chunk) {
+                    self.install_snapshot(meta, payload);
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, request: Request) {
+        let deadline = Instant::now() + self.config.request_timeout;
+        if let Some(reason) = self.durable.unavailable_reason() {
+            reject(request, StoreError::Unavailable(reason));
+            return;
+        }
+        match request {
+            Request::Write { op, reply } => {
+                self.waiting_writes.push_back(WaitingWrite {
+                    deadline,
+                    op,
+                    reply,
+                });
+                self.propose_waiting();
+            }
+            Request::Read {
+                key,
+                consistency: Consistency::Stale,
+                reply,
+            } => {
+                let _ = reply.send(Ok(self.kv.get(&key).cloned()));
+            }
+            Request::Read {
+                key,
+                consistency: Consistency::Linearizable,
+                reply,
+            } => {
+                let id = self.next_read;
+                self.next_read += 1;
+                self.pending_reads.insert(
+                    id,
+                    PendingRead {
+                        deadline,
+                        key,
+                        reply,
+                    },
+                );
+                self.replica.read(id);
+            }
+        }
+    }
+
+    /// Hands waiting writes to the core once a leader is known and a quorum was heard from.
+    /// Until then they wait, so a write that times out there was never proposed ("no quorum").
+    fn propose_waiting(&mut self) {
+        if self.waiting_writes.is_empty() || !self.can_propose() {
+            return;
+        }
+        while let Some(w) = self.waiting_writes.pop_front() {
+            if w.reply.is_closed() {
+                continue;
+            }
+            let id = CommandId {
+                origin: self.config.node,
+                seq: (self.config.boot << crate::node::identity::COMMAND_SEQ_COUNTER_BITS)
+                    | self.next_command,
+            };
+            self.next_command += 1;
+            match self.replica.propose(Command { id, op: w.op }) {
+                Ok(()) => {
+                    self.pending_writes.insert(
+                        id,
+                        PendingWrite {
+                            deadline: w.deadline,
+                            reply: w.reply,
+                        },
+                    );
+                }
+                Err(e @ ProposeError::TooLarge { .. }) => {
+                    let _ = w.reply.send(Err(StoreError::Unavailable(e.to_string())));
+                }
+                Err(e @ ProposeError::Busy { .. }) => {
+                    let _ = w.reply.send(Err(StoreError::Unavailable(e.to_string())));
+                }
+            }
+        }
+    }
+
+    fn can_propose(&self) -> bool {
+        self.replica.status().leader.is_some() && self.quorum_reachable(Instant::now())
+    }
+
+    fn quorum_reachable(&self, now: Instant) -> bool {
+        let alive_window = Duration::from_millis(PEER_ALIVE_MS_MAX);
+        let alive = self
+            .last_heard
+            .iter()
+            .enumerate()
+            .filter(|(i, heard)| {
+                *i == usize::from(self.config.node.0)
+                    || heard.is_some_and(|t| now.duration_since(t) <= alive_window)
+            })
+            .count();
+        alive > self.config.members.len() / 2
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while self
+            .waiting_writes
+            .front()
+            .is_some_and(|w| w.deadline <= now)
+        {
+            if let Some(w) = self.waiting_writes.pop_front() {
+                let _ = w.reply.send(Err(StoreError::NoQuorum));
+            }
+        }
+        let expired: Vec<CommandId> = self
+            .pending_writes
+            .iter()
+            .filter(|(_, w)| w.deadline <= now || w.reply.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(w) = self.pending_writes.remove(&id) {
+                let _ = w.reply.send(Err(StoreError::OutcomeUnknown));
+            }
+        }
+        let expired: Vec<ReadId> = self
+            .pending_reads
+            .iter()
+            .filter(|(_, r)| r.deadline <= now || r.reply.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(r) = self.pending_reads.remove(&id) {
+                let _ = r.reply.send(Err(StoreError::NoQuorum));
+            }
+        }
+    }
+
+    /// Drains the core until it has nothing more to say, running each `Ready` in the safe order.
+    fn drive(&mut self) {
+        loop {
+            let ready = self.replica.take_ready();
+            if ready.is_empty() {
+                break;
+            }
+            let Ready {
+                persist,
+                persist_upto: _,
+                messages,
+                apply,
+                reads_ready,
+                send_snapshot,
+            } = ready;
+            for (to, message) in messages {
+                self.peers.send(to, &Wire::Paxos(message));
+            }
+            self.persist_and_sync(persist);
+            self.apply(apply);
+            for id in reads_ready {
+                if let Some(read) = self.pending_reads.remove(&id) {
+                    let _ = read.reply.send(Ok(self.kv.get(&read.key).cloned()));
+                }
+            }
+            for peer in send_snapshot {
+                self.transfer.send_latest(peer, &mut self.peers);
+            }
+        }
+    }
+
+    /// Appends `records` (after any backlog) to the WAL, syncs, and tells the core what is durable.
+    fn persist_and_sync(&mut self, records: Vec<crate::paxos::Record>) {
+        match self.durable.persist(records) {
+            Ok(()) => {}
+            Err(PersistError::DiskFull(reason)) => {
+                tracing::warn!(%reason, "WAL append failed; this node is unavailable until space returns");
+                self.fail_all(StoreError::Unavailable(format!("disk full: {reason}")));
+                return;
+            }
+            Err(PersistError::Fatal(e)) => fatal_sync(e),
+        }
+        match self.durable.sync() {
+            Ok(Some(upto)) => self.replica.durable(upto),
+            Ok(None) => {}
+            Err(e) => fatal_sync(e),
+        }
+    }
+
+    fn fail_all(&mut self, error: StoreError) {
+        for w in self.waiting_writes.drain(..) {
+            let _ = w.reply.send(Err(error.clone()));
+        }
+        for (_, r) in self.pending_reads.drain() {
+            let _ = r.reply.send(Err(error.clone()));
+        }
+    }
+
+    fn apply(&mut self, decided: Vec<(Slot, Value)>) {
+        if decided.is_empty() {
+            return;
+        }
+        for (slot, value) in decided {
+            if slot <= self.kv.applied() {
+                // Already covered by a snapshot we installed; the core may still report it.
+                continue;
+            }
+            if let Some((id, outcome)) = self.kv.apply(slot, &value) {
+                if let Some(write) = self.pending_writes.remove(&id) {
+                    let _ = write.reply.send(Ok(outcome));
+                }
+            }
+        }
+        self.maybe_snapshot();
+    }
+
+    fn maybe_snapshot(&mut self) {
+        let applied = self.kv.applied();
+        if applied < self.snapshot_slot + self.config.snapshot_every_slots {
+            return;
+        }
+        let payload = self.kv.to_snapshot_bytes();
+        if let Err(e) = self.transfer.store(applied, payload) {
+            tracing::warn!(error = %e, "snapshot not written; will retry later");
+            return;
+        }
+        self.snapshot_slot = applied;
+        self.replica.snapshot_taken(applied);
+        match self.durable.compact(applied) {
+            Ok(Some(upto)) => self.replica.durable(upto),
+            Ok(None) => {}
+            Err(PersistError::DiskFull(reason)) => {
+                tracing::warn!(%reason, "WAL compaction postponed: disk full");
+            }
+            Err(PersistError::Fatal(e)) => fatal_sync(e),
+        }
+    }
+
+    fn install_snapshot(&mut self, meta: crate::snapshot::SnapshotMeta, payload: Vec<u8>) {
+        if meta.slot <= self.kv.applied() {
+            return;
+        }
+        let kv = match KvState::from_snapshot_bytes(&payload) {
+            Ok(kv) => kv,
+            Err(e) => {
+                tracing::warn!(error = %e, "peer snapshot rejected");
+                return;
+            }
+        };
+        // The snapshot must be durable here before the core treats its slots as applied.
+        if let Err(e) = self.transfer.store(meta.slot, payload) {
+            tracing::warn!(error = %e, "peer snapshot not stored; will ask again");
+            return;
+        }
+        tracing::info!(slot = meta.slot, "installed a snapshot from a peer");
+        self.kv = kv;
+        self.snapshot_slot = meta.slot;
+        self.durable.snapshot_installed(meta.slot);
+        self.replica.snapshot_installed(meta.slot);
+    }
+
+    fn publish_status(&mut self) {
+        let now = Instant::now();
+        let healthy = self.quorum_reachable(now);
+        self.healthy.store(healthy, Ordering::Relaxed);
+        let status = crate::node::status::build(
+            &self.config,
+            &self.replica.status(),
+            self.kv.applied(),
+            &self.last_heard,
+            now,
+        );
+        self.status_tx.send_replace(status);
+    }
+}
+
+fn reject(request: Request, error: StoreError) {
+    match request {
+        Request::Write { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        Request::Read { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+    }
+}
+
+/// A failed msync/fsync may have dropped dirty pages while a retry would report success
+/// ("fsyncgate"): acknowledge nothing more, exit, and let recovery read what really is on disk.
+fn fatal_sync(error: impl std::fmt::Display) -> ! {
+    tracing::error!(%error, "WAL sync failed; exiting so that nothing unsynced is acknowledged");
+    eprintln!("consens: fatal: WAL sync failed: {error}");
+    std::process::exit(70)
+}

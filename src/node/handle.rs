@@ -1,0 +1,69 @@
+//! The servers' door into the node: a cheap, clonable handle that implements [`Store`].
+//!
+//! A handle never touches Paxos, the WAL or the key-value state: it sends a request to the node's
+//! event loop and awaits the answer. The loop owns every deadline and decides between "no quorum"
+//! (the command was never proposed) and "outcome unknown" (it was proposed but not confirmed in
+//! time), because only the loop knows which of the two happened.
+
+use crate::paxos::types::{Entry, Op, Outcome};
+use crate::server::{Consistency, NodeStatus, Store, StoreError};
+use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Requests the event loop accepts from handles.
+pub(crate) enum Request {
+    Write {
+        op: Op,
+        reply: oneshot::Sender<Result<Outcome, StoreError>>,
+    },
+    Read {
+        key: Bytes,
+        consistency: Consistency,
+        reply: oneshot::Sender<Result<Option<Entry>, StoreError>>,
+    },
+}
+
+/// A clonable [`Store`] backed by the node's event loop.
+#[derive(Clone)]
+pub struct NodeHandle {
+    /// Where requests go; bounded so a flood of clients waits instead of growing memory.
+    pub(crate) requests: mpsc::Sender<Request>,
+    /// The loop republishes its status every few ticks; handles read the latest copy.
+    pub(crate) status: watch::Receiver<NodeStatus>,
+    /// Whether this node heard from a quorum recently (kept by the loop).
+    pub(crate) healthy: Arc<AtomicBool>,
+}
+
+impl Store for NodeHandle {
+    async fn write(&self, op: Op) -> Result<Outcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Write { op, reply })
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        answer.await.unwrap_or(Err(StoreError::ShuttingDown))
+    }
+
+    async fn read(&self, key: Bytes, consistency: Consistency) -> Result<Option<Entry>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Read {
+                key,
+                consistency,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        answer.await.unwrap_or(Err(StoreError::ShuttingDown))
+    }
+
+    fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}

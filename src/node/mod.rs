@@ -1,0 +1,268 @@
+//! The node: wires the Paxos core, the WAL, the peer socket and the client servers into one
+//! running process.
+//!
+//! [`serve`] is the whole start-up and shut-down story, in order:
+//! 1. check the data directory's identity (member set) and bump the boot counter;
+//! 2. load the newest snapshot, open and replay the WAL (a torn tail is truncated, corruption
+//!    refuses to start), and rebuild the core from what was durable;
+//! 3. bind the peer UDP socket and the HTTP and line-protocol listeners (what we advertise is what
+//!    we bind);
+//! 4. run the event loop until SIGTERM or Ctrl-C, then stop accepting clients, let in-flight
+//!    requests finish, sync the WAL and exit.
+//!
+//! Layout: `event_loop` (the single owner of core, kv and WAL), `durable` (WAL adapter),
+//! `handle` (the servers' `Store`), `transfer` (snapshot files and shipping), `identity`
+//! (members and boot counter files), `status` (the `/_status` view).
+
+pub mod durable;
+pub mod event_loop;
+pub mod handle;
+pub mod identity;
+pub mod status;
+pub mod transfer;
+
+use crate::config::ServeConfig;
+use crate::kv::KvState;
+use crate::net::codec::Header;
+use crate::net::udp::{self, NetCounters, PeerNet};
+use crate::paxos::{Config as CoreConfig, Replica};
+use crate::server::{http, line, NodeStatus};
+use crate::wal::{WalIdentity, WalOptions};
+use durable::Durable;
+use event_loop::{LoopConfig, LoopParts, NodeLoop};
+use handle::NodeHandle;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use transfer::SnapshotTransfer;
+
+/// Capacity of the queue from client handles to the event loop (requests beyond it wait).
+pub const REQUEST_QUEUE_MAX: usize = 16_384;
+/// Subdirectory of the data dir holding WAL segments.
+pub const WAL_DIR_NAME: &str = "wal";
+/// Subdirectory of the data dir holding state-machine snapshots.
+pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
+
+/// Why the node could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Recover(#[from] durable::RecoverError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error("the snapshot in {dir} does not decode: {reason} (corrupt)")]
+    SnapshotState { dir: String, reason: String },
+    #[error("cannot {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create the data directory {dir}: {source}")]
+    DataDir {
+        dir: String,
+        source: std::io::Error,
+    },
+}
+
+/// Runs one node until it is told to stop.
+pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
+    let data_dir = &config.data_dir;
+    let wal_dir = data_dir.join(WAL_DIR_NAME);
+    let snapshot_dir = data_dir.join(SNAPSHOT_DIR_NAME);
+    for dir in [data_dir, &wal_dir, &snapshot_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+    }
+    identity::check_members(data_dir, &config.members)?;
+    let boot = identity::next_boot(data_dir)?;
+
+    // Recover: snapshot first (it bounds what the WAL still has to cover), then the WAL.
+    let mut transfer = SnapshotTransfer::open(&snapshot_dir, config.cluster_id)?;
+    let (kv, snapshot_slot) = match transfer.take_loaded() {
+        Some((slot, payload)) => {
+            let kv = KvState::from_snapshot_bytes(&payload).map_err(|e| NodeError::SnapshotState {
+                dir: snapshot_dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            (kv, slot)
+        }
+        None => (KvState::new(), 0),
+    };
+    let wal_options = WalOptions::new(WalIdentity {
+        cluster_id: config.cluster_id,
+        node_id: config.node_id.0,
+    });
+    let (mut durable, mut recovered) = Durable::open(&wal_dir, wal_options)?;
+    if snapshot_slot > 0 {
+        recovered.snapshot_installed(snapshot_slot);
+        durable.snapshot_installed(snapshot_slot);
+    }
+
+    let members = u16::try_from(config.members.len()).expect("member count is validated by config");
+    let core_config = CoreConfig::new(config.node_id, members);
+    let seed = random_seed(boot, config.node_id.0);
+    let replica = Replica::new(core_config, recovered, seed);
+
+    // Bind everything before announcing readiness.
+    let peer_socket = UdpSocket::bind(config.peer_bind_addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            what: "bind the peer UDP socket on",
+            addr: config.peer_bind_addr,
+            source,
+        })?;
+    let peer_socket = Arc::new(peer_socket);
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            what: "listen for HTTP on",
+            addr: config.http_addr,
+            source,
+        })?;
+    let line_listener = TcpListener::bind(config.line_addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            what: "listen for the line protocol on",
+            addr: config.line_addr,
+            source,
+        })?;
+
+    let counters = Arc::new(NetCounters::default());
+    let (inbound_tx, inbound_rx) = mpsc::channel(udp::INBOUND_QUEUE_DATAGRAMS_MAX);
+    let receiver = tokio::spawn(udp::receive_loop(
+        peer_socket.clone(),
+        config.cluster_id,
+        config.members.clone(),
+        inbound_tx,
+        counters.clone(),
+    ));
+    let header = Header {
+        cluster: config.cluster_id,
+        from: config.node_id,
+    };
+    let peers = PeerNet::new(peer_socket, header, config.members.clone(), counters);
+
+    let (requests_tx, requests_rx) = mpsc::channel(REQUEST_QUEUE_MAX);
+    let initial_status = status::initial(&config);
+    let (status_tx, status_rx) = watch::channel::<NodeStatus>(initial_status);
+    let healthy = Arc::new(AtomicBool::new(false));
+    let handle = NodeHandle {
+        requests: requests_tx,
+        status: status_rx,
+        healthy: healthy.clone(),
+    };
+
+    let node_loop = NodeLoop::new(LoopParts {
+        config: LoopConfig {
+            node: config.node_id,
+            members: config.members.clone(),
+            advertise: config.advertise,
+            request_timeout: config.request_timeout,
+            snapshot_every_slots: config.snapshot_every_slots,
+            boot,
+        },
+        replica,
+        kv,
+        durable,
+        peers,
+        transfer,
+        requests: requests_rx,
+        inbound: inbound_rx,
+        status_tx,
+        healthy,
+        snapshot_slot,
+    });
+
+    // Shutdown: the signal flips `stop`; servers stop accepting and finish in-flight requests;
+    // then the loop stops, syncs the WAL and answers what is left.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (loop_stop_tx, loop_stop_rx) = watch::channel(false);
+    let http_task = tokio::spawn(http::serve_http(
+        http_listener,
+        handle.clone(),
+        wait_for(stop_rx.clone()),
+    ));
+    let line_task = tokio::spawn(line::serve_line(
+        line_listener,
+        handle.clone(),
+        config.line_options(),
+        wait_for(stop_rx.clone()),
+    ));
+    let loop_task = tokio::spawn(node_loop.run(loop_stop_rx));
+    tracing::info!(
+        node = %config.advertise,
+        node_id = %config.node_id,
+        http = %config.http_addr,
+        line = %config.line_addr,
+        peers = %config.peer_bind_addr,
+        members = config.members.len(),
+        data_dir = %config.data_dir.display(),
+        "consens node serving"
+    );
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    for (name, task) in [("http", http_task), ("line", line_task)] {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(server = name, error = %e, "server stopped with an error"),
+            Err(e) => tracing::warn!(server = name, error = %e, "server task failed"),
+        }
+    }
+    drop(handle);
+    let _ = loop_stop_tx.send(true);
+    if let Err(e) = loop_task.await {
+        tracing::error!(error = %e, "event loop task failed");
+    }
+    receiver.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// The core's seed: differs between nodes and boots so that election back-offs do not collide.
+fn random_seed(boot: u64, node: u16) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(boot);
+    hasher.write_u16(node);
+    hasher.finish()
+}
