@@ -1,0 +1,429 @@
+//! The deterministic key-value state machine that decided log slots are applied to.
+//!
+//! [`KvState`] owns the ordered map of keys, the last applied slot, and a bounded record of the
+//! command ids it has applied, so a command that was retried or forwarded and got decided in two
+//! slots changes the state only once. Everything here is a pure function of the decided sequence:
+//! two nodes that apply the same slots hold equal states and produce identical snapshot bytes
+//! (GUIDE.md §1: "kv is deterministic"). There is no IO, clock or randomness.
+//!
+//! A broken invariant of the caller (applying a slot out of order) is a programmer error and
+//! panics; garbage snapshot bytes are an operating error and return [`KvError`].
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::paxos::types::{CommandId, Entry, Op, Outcome, Revision, Slot, Value};
+
+/// How many recently applied command ids the dedup record keeps (the oldest is forgotten first).
+/// A retry older than this many commands could be applied twice; clients retry within seconds,
+/// and 2^20 ids cost about 24 MiB at most.
+pub const DEDUP_IDS_MAX: usize = 1 << 20;
+
+/// The first byte of every snapshot, bumped whenever the snapshot layout changes.
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+
+/// Why snapshot bytes could not be turned back into a [`KvState`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// The snapshot was written by a layout this build does not know.
+    #[error("unsupported snapshot format version {version} (expected {SNAPSHOT_FORMAT_VERSION})")]
+    UnsupportedVersion { version: u8 },
+    /// The bytes do not decode (truncated, corrupt, or trailing garbage).
+    #[error("malformed snapshot: {0}")]
+    Malformed(String),
+    /// The bytes decode but describe a state no sequence of slots could produce.
+    #[error("invalid snapshot: {0}")]
+    Invalid(String),
+}
+
+/// The key-value state after applying slots `1..=applied`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct KvState {
+    /// The last slot applied; the next call to [`KvState::apply`] must bring `applied + 1`.
+    applied: Slot,
+    /// Keys in byte order, so snapshots and scans are deterministic.
+    entries: BTreeMap<Bytes, Entry>,
+    /// Applied command ids, oldest first: decides which id is forgotten when the record is full.
+    dedup_order: VecDeque<CommandId>,
+    /// The same ids as `dedup_order`, for constant-time "was this applied?" checks.
+    dedup_set: HashSet<CommandId>,
+}
+
+/// The snapshot layout, borrowed for encoding. Field order is the byte order.
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    version: u8,
+    applied: Slot,
+    entries: &'a BTreeMap<Bytes, Entry>,
+    dedup: &'a VecDeque<CommandId>,
+}
+
+/// The snapshot layout, owned for decoding. Entries decode as a sequence (same bytes as the map)
+/// so that duplicate or unordered keys are detected instead of silently merged.
+#[derive(Deserialize)]
+struct SnapshotOwned {
+    version: u8,
+    applied: Slot,
+    entries: Vec<(Bytes, Entry)>,
+    dedup: Vec<CommandId>,
+}
+
+impl KvState {
+    /// An empty state: nothing applied, no keys.
+    pub fn new() -> KvState {
+        KvState::default()
+    }
+
+    /// The entry stored under `key`, if any.
+    pub fn get(&self, key: &[u8]) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    /// The last applied slot (0 before the first).
+    pub fn applied(&self) -> Slot {
+        self.applied
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether the command with this id was applied (and is still remembered).
+    pub fn was_applied(&self, id: &CommandId) -> bool {
+        self.dedup_set.contains(id)
+    }
+
+    /// Applies the value decided in `slot`, which must be the slot right after the last applied.
+    ///
+    /// Returns the command's id and what it did, or `None` for a no-op and for a command whose id
+    /// was already applied (a duplicate changes nothing; its first application answered it).
+    ///
+    /// # Panics
+    /// If `slot != applied + 1`: the caller skipped or repeated a slot, which would make replicas
+    /// diverge.
+    pub fn apply(&mut self, slot: Slot, value: &Value) -> Option<(CommandId, Outcome)> {
+        assert_eq!(
+            slot,
+            self.applied + 1,
+            "slots must be applied in order without gaps (applied {})",
+            self.applied
+        );
+        self.applied = slot;
+        let Value::Command(command) = value else {
+            return None;
+        };
+        if self.dedup_set.contains(&command.id) {
+            return None;
+        }
+        self.remember(command.id);
+        let outcome = match &command.op {
+            Op::Put { key, value, expect } => {
+                let current: Revision = self.entries.get(key).map_or(0, |e| e.revision);
+                match expect {
+                    Some(expected) if *expected != current => Outcome::Conflict { current },
+                    _ => {
+                        let entry = Entry {
+                            value: value.clone(),
+                            revision: slot,
+                        };
+                        self.entries.insert(key.clone(), entry);
+                        if current == 0 {
+                            Outcome::Created { revision: slot }
+                        } else {
+                            Outcome::Updated { revision: slot }
+                        }
+                    }
+                }
+            }
+            Op::Delete { key } => match self.entries.remove(key) {
+                Some(_) => Outcome::Deleted,
+                None => Outcome::NotFound,
+            },
+        };
+        Some((command.id, outcome))
+    }
+
+    /// Records `id` as applied, forgetting the oldest id when the record is full.
+    fn remember(&mut self, id: CommandId) {
+        if self.dedup_order.len() == DEDUP_IDS_MAX {
+            if let Some(oldest) = self.dedup_order.pop_front() {
+                self.dedup_set.remove(&oldest);
+            }
+        }
+        self.dedup_order.push_back(id);
+        self.dedup_set.insert(id);
+        debug_assert_eq!(self.dedup_order.len(), self.dedup_set.len());
+    }
+
+    /// The whole state as bytes: postcard of (format version, applied, entries in key order,
+    /// dedup ids oldest first). Equal states give equal bytes.
+    pub fn to_snapshot_bytes(&self) -> Vec<u8> {
+        let snapshot = SnapshotRef {
+            version: SNAPSHOT_FORMAT_VERSION,
+            applied: self.applied,
+            entries: &self.entries,
+            dedup: &self.dedup_order,
+        };
+        // Encoding into a Vec only fails on types serde cannot express; ours are plain data.
+        postcard::to_stdvec(&snapshot).expect("a KvState always encodes")
+    }
+
+    /// Rebuilds a state from [`KvState::to_snapshot_bytes`]. Never panics: garbage gives an error.
+    pub fn from_snapshot_bytes(bytes: &[u8]) -> Result<KvState, KvError> {
+        match bytes.first() {
+            None => return Err(KvError::Malformed("empty snapshot".into())),
+            Some(&version) if version != SNAPSHOT_FORMAT_VERSION => {
+                return Err(KvError::UnsupportedVersion { version })
+            }
+            Some(_) => {}
+        }
+        let (snapshot, rest): (SnapshotOwned, &[u8]) =
+            postcard::take_from_bytes(bytes).map_err(|e| KvError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(KvError::Malformed(format!(
+                "{} trailing bytes after the snapshot",
+                rest.len()
+            )));
+        }
+        debug_assert_eq!(snapshot.version, SNAPSHOT_FORMAT_VERSION);
+        let mut entries = BTreeMap::new();
+        let mut previous: Option<&Bytes> = None;
+        for (key, entry) in &snapshot.entries {
+            if previous.is_some_and(|p| p >= key) {
+                return Err(KvError::Invalid(
+                    "keys not in strictly ascending order".into(),
+                ));
+            }
+            if entry.revision == 0 || entry.revision > snapshot.applied {
+                return Err(KvError::Invalid(format!(
+                    "revision {} outside 1..={}",
+                    entry.revision, snapshot.applied
+                )));
+            }
+            previous = Some(key);
+        }
+        for (key, entry) in snapshot.entries {
+            entries.insert(key, entry);
+        }
+        if snapshot.dedup.len() > DEDUP_IDS_MAX {
+            return Err(KvError::Invalid(format!(
+                "{} dedup ids, more than {DEDUP_IDS_MAX}",
+                snapshot.dedup.len()
+            )));
+        }
+        let dedup_set: HashSet<CommandId> = snapshot.dedup.iter().copied().collect();
+        if dedup_set.len() != snapshot.dedup.len() {
+            return Err(KvError::Invalid("duplicate dedup ids".into()));
+        }
+        Ok(KvState {
+            applied: snapshot.applied,
+            entries,
+            dedup_order: snapshot.dedup.into(),
+            dedup_set,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paxos::types::{Command, NodeId};
+    use proptest::prelude::*;
+
+    fn id(seq: u64) -> CommandId {
+        CommandId {
+            origin: NodeId(1),
+            seq,
+        }
+    }
+
+    fn put(seq: u64, key: &str, value: &str, expect: Option<Revision>) -> Value {
+        Value::Command(Command {
+            id: id(seq),
+            op: Op::Put {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                value: Bytes::copy_from_slice(value.as_bytes()),
+                expect,
+            },
+        })
+    }
+
+    fn del(seq: u64, key: &str) -> Value {
+        Value::Command(Command {
+            id: id(seq),
+            op: Op::Delete {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+            },
+        })
+    }
+
+    #[test]
+    fn put_get_update_delete() {
+        let mut kv = KvState::new();
+        assert!(kv.is_empty());
+        assert_eq!(
+            kv.apply(1, &put(1, "a", "x", None)),
+            Some((id(1), Outcome::Created { revision: 1 }))
+        );
+        assert_eq!(kv.apply(2, &Value::Noop), None);
+        assert_eq!(
+            kv.apply(3, &put(2, "a", "y", None)),
+            Some((id(2), Outcome::Updated { revision: 3 }))
+        );
+        let entry = kv.get(b"a").expect("present");
+        assert_eq!((entry.value.as_ref(), entry.revision), (&b"y"[..], 3));
+        assert_eq!(kv.len(), 1);
+        assert_eq!(kv.apply(4, &del(3, "a")), Some((id(3), Outcome::Deleted)));
+        assert_eq!(kv.apply(5, &del(4, "a")), Some((id(4), Outcome::NotFound)));
+        assert!(kv.get(b"a").is_none());
+        assert_eq!(kv.applied(), 5);
+    }
+
+    #[test]
+    fn compare_and_swap() {
+        let mut kv = KvState::new();
+        // Expect absent (0) on an absent key: creates.
+        assert_eq!(
+            kv.apply(1, &put(1, "k", "v1", Some(0))),
+            Some((id(1), Outcome::Created { revision: 1 }))
+        );
+        // Expect absent on a present key: conflict with the current revision.
+        assert_eq!(
+            kv.apply(2, &put(2, "k", "v2", Some(0))),
+            Some((id(2), Outcome::Conflict { current: 1 }))
+        );
+        // Wrong revision: conflict, nothing written.
+        assert_eq!(
+            kv.apply(3, &put(3, "k", "v2", Some(7))),
+            Some((id(3), Outcome::Conflict { current: 1 }))
+        );
+        assert_eq!(kv.get(b"k").map(|e| e.revision), Some(1));
+        // Right revision: updates.
+        assert_eq!(
+            kv.apply(4, &put(4, "k", "v2", Some(1))),
+            Some((id(4), Outcome::Updated { revision: 4 }))
+        );
+        // Expecting a revision on an absent key reports current 0.
+        assert_eq!(
+            kv.apply(5, &put(5, "other", "v", Some(4))),
+            Some((id(5), Outcome::Conflict { current: 0 }))
+        );
+    }
+
+    #[test]
+    fn duplicate_command_is_applied_once() {
+        let mut kv = KvState::new();
+        assert!(kv.apply(1, &put(1, "a", "x", None)).is_some());
+        assert!(kv.was_applied(&id(1)));
+        // The same command decided again in a later slot changes nothing.
+        assert_eq!(kv.apply(2, &put(1, "a", "x", None)), None);
+        assert_eq!(kv.get(b"a").map(|e| e.revision), Some(1));
+        assert_eq!(kv.applied(), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "without gaps")]
+    fn gap_panics() {
+        let mut kv = KvState::new();
+        kv.apply(2, &Value::Noop);
+    }
+
+    #[test]
+    fn snapshot_rejects_garbage() {
+        assert!(KvState::from_snapshot_bytes(&[]).is_err());
+        assert!(matches!(
+            KvState::from_snapshot_bytes(&[9, 0, 0, 0]),
+            Err(KvError::UnsupportedVersion { version: 9 })
+        ));
+        let mut kv = KvState::new();
+        kv.apply(1, &put(1, "a", "x", None));
+        let mut bytes = kv.to_snapshot_bytes();
+        bytes.push(0);
+        assert!(matches!(
+            KvState::from_snapshot_bytes(&bytes),
+            Err(KvError::Malformed(_))
+        ));
+        bytes.pop();
+        bytes.pop();
+        assert!(KvState::from_snapshot_bytes(&bytes).is_err());
+        // A revision newer than the applied slot cannot happen.
+        let bad = postcard::to_stdvec(&(
+            SNAPSHOT_FORMAT_VERSION,
+            1u64,
+            vec![(
+                Bytes::from_static(b"a"),
+                Entry {
+                    value: Bytes::new(),
+                    revision: 5,
+                },
+            )],
+            Vec::<CommandId>::new(),
+        ))
+        .expect("encode");
+        assert!(matches!(
+            KvState::from_snapshot_bytes(&bad),
+            Err(KvError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn dedup_record_is_bounded_fifo() {
+        let mut kv = KvState::new();
+        // Fill the record directly (applying 2^20 slots is slow at opt-level 1).
+        for seq in 0..DEDUP_IDS_MAX as u64 {
+            kv.remember(id(seq));
+        }
+        kv.remember(id(u64::MAX));
+        assert_eq!(kv.dedup_order.len(), DEDUP_IDS_MAX);
+        assert!(!kv.was_applied(&id(0)), "the oldest id is forgotten first");
+        assert!(kv.was_applied(&id(1)));
+        assert!(kv.was_applied(&id(u64::MAX)));
+    }
+
+    /// A small alphabet of keys and ids so that updates, conflicts and duplicates actually happen.
+    fn arb_value() -> impl Strategy<Value = Value> {
+        let key = prop::sample::select(vec!["a", "b", "c", ""]);
+        prop_oneof![
+            1 => Just(Value::Noop),
+            4 => (0u64..20, key.clone(), "[a-z]{0,4}", prop::option::of(0u64..6))
+                .prop_map(|(seq, k, v, e)| put(seq, k, &v, e)),
+            2 => (0u64..20, key).prop_map(|(seq, k)| del(seq, k)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn same_sequence_same_state_and_snapshot_round_trips(
+            values in prop::collection::vec(arb_value(), 0..60)
+        ) {
+            let mut a = KvState::new();
+            let mut b = KvState::new();
+            for (i, v) in values.iter().enumerate() {
+                let slot = i as u64 + 1;
+                prop_assert_eq!(a.apply(slot, v), b.apply(slot, v));
+            }
+            prop_assert_eq!(&a, &b);
+            let bytes = a.to_snapshot_bytes();
+            prop_assert_eq!(&bytes, &b.to_snapshot_bytes());
+            let restored = KvState::from_snapshot_bytes(&bytes).expect("round trip");
+            prop_assert_eq!(&restored, &a);
+            prop_assert_eq!(restored.to_snapshot_bytes(), bytes);
+        }
+
+        #[test]
+        fn garbage_snapshot_never_panics(mut bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = KvState::from_snapshot_bytes(&bytes);
+            // Again with a valid version byte, to get past the first check.
+            bytes.insert(0, SNAPSHOT_FORMAT_VERSION);
+            let _ = KvState::from_snapshot_bytes(&bytes);
+        }
+    }
+}

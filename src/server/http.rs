@@ -1,0 +1,392 @@
+//! The HTTP API (axum): keys are paths, values are bodies, revisions are ETags.
+//!
+//! | request                            | success                          | otherwise                |
+//! |------------------------------------|----------------------------------|--------------------------|
+//! | `PUT /{key}` body = value          | 201 created / 200 updated, ETag  | 413 value too large      |
+//! | `PUT` + `If-Match: "<rev>"`        | as above (compare-and-swap)      | 412 (also if absent)     |
+//! | `PUT` + `If-Match: *`              | as above, only if the key exists | 412                      |
+//! | `PUT` + `If-None-Match: *`         | 201, only if the key is absent   | 412                      |
+//! | `GET /{key}` (`?stale=true`)       | 200 raw bytes, ETag              | 404                      |
+//! | `DELETE /{key}`                    | 204                              | 404                      |
+//! | `GET /_status`                     | 200 JSON [`NodeStatus`]          |                          |
+//! | `GET /_health`                     | 200 `ok`                         | 503 `no quorum`          |
+//!
+//! **Keys.** The key is the whole path after the first `/`, percent-decoded to raw bytes (so
+//! `/a/b` is the key `a/b`, and `/%00%ff` is two raw bytes); the query string is not part of it.
+//! Keys follow [`validate_key`]: a bad one gets 400. Paths starting with `_` (also when written
+//! `%5F`) are the endpoint namespace: unknown ones get 404 on GET, 400 "reserved" on writes.
+//!
+//! **Reads** are linearizable unless the query says `stale=true` (or `stale`, `stale=1`).
+//!
+//! **Errors.** [`StoreError`]s become 503 with the error's message; text bodies end with a
+//! newline so that curl output stays readable. An `If-Match: *` is a read followed by a
+//! compare-and-swap on the revision read: a concurrent write in between gives 412.
+
+use std::future::Future;
+use std::io;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header::{
+    ALLOW, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, RETRY_AFTER,
+};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use bytes::Bytes;
+use http_body_util::LengthLimitError;
+use percent_encoding::percent_decode_str;
+
+use crate::paxos::types::{Op, Outcome, Revision};
+use crate::server::{
+    validate_key, Consistency, KeyError, NodeStatus, Store, StoreError, KEY_RESERVED_PREFIX,
+    VALUE_BYTES_MAX,
+};
+
+/// How long a client should wait before retrying after a 503, in seconds.
+const RETRY_AFTER_SECS: u64 = 1;
+/// The methods a key accepts, for 405 replies.
+const KEY_METHODS: &str = "GET, HEAD, PUT, DELETE";
+/// The methods an endpoint accepts, for 405 replies.
+const ENDPOINT_METHODS: &str = "GET, HEAD";
+
+/// Serves the HTTP API on `listener` until `shutdown` completes; in-flight requests finish first.
+pub async fn serve_http<S: Store>(
+    listener: tokio::net::TcpListener,
+    store: S,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, router(store))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The HTTP API as a router, for [`serve_http`] and for tests.
+pub fn router<S: Store>(store: S) -> Router {
+    // One handler sees every path: keys may contain `/` and any percent-encoded byte, which
+    // route patterns would decode to UTF-8 strings or split.
+    Router::new().fallback(dispatch::<S>).with_state(store)
+}
+
+/// A plain-text reply ending with a newline.
+fn text(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (
+        status,
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        format!("{message}\n"),
+    )
+        .into_response()
+}
+
+fn etag(revision: Revision) -> HeaderValue {
+    // Digits and quotes are always a valid header value.
+    HeaderValue::from_str(&format!("\"{revision}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+fn with_etag(mut response: Response, revision: Revision) -> Response {
+    response.headers_mut().insert(ETAG, etag(revision));
+    response
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut response = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed: use {allow}"),
+    );
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn store_error(error: StoreError) -> Response {
+    let retry = !matches!(error, StoreError::OutcomeUnknown);
+    let mut response = text(StatusCode::SERVICE_UNAVAILABLE, &error);
+    if retry {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    response
+}
+
+fn unexpected(outcome: Outcome) -> Response {
+    tracing::error!(?outcome, "http: unexpected outcome");
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("internal error: unexpected outcome {outcome:?}"),
+    )
+}
+
+async fn dispatch<S: Store>(
+    State(store): State<S>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let path = uri.path();
+    let raw = path.strip_prefix('/').unwrap_or(path);
+    let key: Vec<u8> = percent_decode_str(raw).collect();
+    if key.first() == Some(&KEY_RESERVED_PREFIX) {
+        return endpoint(&store, &method, &key);
+    }
+    if let Err(error) = validate_key(&key) {
+        return text(StatusCode::BAD_REQUEST, error);
+    }
+    let key = Bytes::from(key);
+    match method {
+        Method::GET | Method::HEAD => get(&store, key, consistency(uri.query())).await,
+        Method::PUT => put(&store, key, &headers, body).await,
+        Method::DELETE => delete(&store, key, &headers).await,
+        _ => method_not_allowed(KEY_METHODS),
+    }
+}
+
+/// `/_status`, `/_health`, and the rest of the reserved namespace.
+fn endpoint<S: Store>(store: &S, method: &Method, name: &[u8]) -> Response {
+    let readable = *method == Method::GET || *method == Method::HEAD;
+    match name {
+        b"_status" | b"_health" if !readable => method_not_allowed(ENDPOINT_METHODS),
+        b"_status" => {
+            let status: NodeStatus = store.status();
+            Json(status).into_response()
+        }
+        b"_health" if store.healthy() => text(StatusCode::OK, "ok"),
+        b"_health" => text(StatusCode::SERVICE_UNAVAILABLE, "no quorum"),
+        _ if readable => text(
+            StatusCode::NOT_FOUND,
+            "not found: paths starting with /_ are reserved (endpoints: /_status, /_health)",
+        ),
+        _ => text(StatusCode::BAD_REQUEST, KeyError::Reserved),
+    }
+}
+
+/// `stale=true` (or `stale`, `stale=1`) anywhere in the query asks for a stale read.
+fn consistency(query: Option<&str>) -> Consistency {
+    let stale = query
+        .unwrap_or("")
+        .split('&')
+        .any(|pair| matches!(pair, "stale" | "stale=true" | "stale=1"));
+    if stale {
+        Consistency::Stale
+    } else {
+        Consistency::Linearizable
+    }
+}
+
+async fn get<S: Store>(store: &S, key: Bytes, consistency: Consistency) -> Response {
+    match store.read(key, consistency).await {
+        Ok(Some(entry)) => with_etag(
+            (
+                StatusCode::OK,
+                [(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                )],
+                entry.value,
+            )
+                .into_response(),
+            entry.revision,
+        ),
+        Ok(None) => text(StatusCode::NOT_FOUND, "not found"),
+        Err(error) => store_error(error),
+    }
+}
+
+/// The condition a PUT carries.
+#[derive(Debug, PartialEq, Eq)]
+enum Precondition {
+    None,
+    /// `If-Match: "<rev>"`: only if the key's revision is this.
+    Revision(Revision),
+    /// `If-Match: *`: only if the key exists.
+    Exists,
+    /// `If-None-Match: *`: only if the key is absent.
+    Absent,
+}
+
+/// The single value of a header, if present.
+fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, String> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(format!("bad request: more than one {name} header"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| format!("bad request: {name} is not ASCII"))?
+        .trim();
+    Ok(Some(value))
+}
+
+fn precondition(headers: &HeaderMap) -> Result<Precondition, String> {
+    let if_match = single_header(headers, IF_MATCH.as_str())?;
+    let if_none_match = single_header(headers, IF_NONE_MATCH.as_str())?;
+    match (if_match, if_none_match) {
+        (Some(_), Some(_)) => {
+            Err("bad request: use either If-Match or If-None-Match, not both".into())
+        }
+        (None, None) => Ok(Precondition::None),
+        (None, Some("*")) => Ok(Precondition::Absent),
+        (None, Some(_)) => Err("bad request: If-None-Match supports only *".into()),
+        (Some("*"), None) => Ok(Precondition::Exists),
+        (Some(tag), None) => {
+            let digits = tag
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .unwrap_or(tag);
+            match digits.parse::<Revision>() {
+                Ok(revision) if digits.bytes().all(|b| b.is_ascii_digit()) => {
+                    Ok(Precondition::Revision(revision))
+                }
+                _ => Err(format!(
+                    "bad request: If-Match must be one revision such as \"42\" (got {tag})"
+                )),
+            }
+        }
+    }
+}
+
+fn precondition_failed(current: Revision) -> Response {
+    if current == 0 {
+        text(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition failed: the key does not exist",
+        )
+    } else {
+        with_etag(
+            text(
+                StatusCode::PRECONDITION_FAILED,
+                format!("precondition failed: the current revision is {current}"),
+            ),
+            current,
+        )
+    }
+}
+
+async fn put<S: Store>(store: &S, key: Bytes, headers: &HeaderMap, body: Body) -> Response {
+    let precondition = match precondition(headers) {
+        Ok(precondition) => precondition,
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+    };
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("value too large: the maximum is {VALUE_BYTES_MAX} bytes"),
+        )
+    };
+    // Refuse a declared oversized body before reading any of it.
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > VALUE_BYTES_MAX as u64) {
+        return too_large();
+    }
+    let value = match axum::body::to_bytes(body, VALUE_BYTES_MAX).await {
+        Ok(value) => value,
+        Err(error) => {
+            let over_limit = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<LengthLimitError>());
+            if over_limit {
+                return too_large();
+            }
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("bad request: could not read the body: {error}"),
+            );
+        }
+    };
+    let expect = match precondition {
+        Precondition::None => None,
+        Precondition::Absent => Some(0),
+        // Revision 0 means "absent", which never matches an existing key.
+        Precondition::Revision(0) => return precondition_failed(0),
+        Precondition::Revision(revision) => Some(revision),
+        Precondition::Exists => match store.read(key.clone(), Consistency::Linearizable).await {
+            Ok(Some(entry)) => Some(entry.revision),
+            Ok(None) => return precondition_failed(0),
+            Err(error) => return store_error(error),
+        },
+    };
+    match store.write(Op::Put { key, value, expect }).await {
+        Ok(Outcome::Created { revision }) => with_etag(
+            text(StatusCode::CREATED, format!("created, revision {revision}")),
+            revision,
+        ),
+        Ok(Outcome::Updated { revision }) => with_etag(
+            text(StatusCode::OK, format!("updated, revision {revision}")),
+            revision,
+        ),
+        Ok(Outcome::Conflict { current }) => precondition_failed(current),
+        Ok(other) => unexpected(other),
+        Err(error) => store_error(error),
+    }
+}
+
+async fn delete<S: Store>(store: &S, key: Bytes, headers: &HeaderMap) -> Response {
+    if headers.contains_key(IF_MATCH) || headers.contains_key(IF_NONE_MATCH) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "bad request: conditional DELETE is not supported",
+        );
+    }
+    match store.write(Op::Delete { key }).await {
+        Ok(Outcome::Deleted) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Outcome::NotFound) => text(StatusCode::NOT_FOUND, "not found"),
+        Ok(other) => unexpected(other),
+        Err(error) => store_error(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn preconditions() {
+        assert_eq!(precondition(&headers(&[])), Ok(Precondition::None));
+        assert_eq!(
+            precondition(&headers(&[("if-match", "\"7\"")])),
+            Ok(Precondition::Revision(7))
+        );
+        assert_eq!(
+            precondition(&headers(&[("if-match", "7")])),
+            Ok(Precondition::Revision(7))
+        );
+        assert_eq!(
+            precondition(&headers(&[("if-match", "*")])),
+            Ok(Precondition::Exists)
+        );
+        assert_eq!(
+            precondition(&headers(&[("if-none-match", "*")])),
+            Ok(Precondition::Absent)
+        );
+        assert!(precondition(&headers(&[("if-match", "\"+7\"")])).is_err());
+        assert!(precondition(&headers(&[("if-match", "\"1\", \"2\"")])).is_err());
+        assert!(precondition(&headers(&[("if-none-match", "\"1\"")])).is_err());
+        assert!(precondition(&headers(&[("if-match", "1"), ("if-none-match", "*")])).is_err());
+    }
+
+    #[test]
+    fn stale_flag() {
+        assert_eq!(consistency(None), Consistency::Linearizable);
+        assert_eq!(consistency(Some("stale=true")), Consistency::Stale);
+        assert_eq!(consistency(Some("x=1&stale")), Consistency::Stale);
+        assert_eq!(consistency(Some("stale=false")), Consistency::Linearizable);
+    }
+}

@@ -1,0 +1,187 @@
+//! The client-facing servers and the view of the node they share.
+//!
+//! The servers turn bytes from clients into requests and replies into bytes; they never touch
+//! Paxos (GUIDE.md §1). What they need from the node is the [`Store`] trait: propose a write and
+//! wait for its [`Outcome`], read a key, report status and health. The node implements it over
+//! its event loop; [`memory::MemoryStore`] implements it over a local [`crate::kv::KvState`] for
+//! tests and benches.
+//!
+//! - [`http`]: the HTTP API (axum), for curl and programs.
+//! - [`line`]: the line protocol, for netcat; its pure parser is [`line_parse`].
+//!
+//! Both servers share the limits below and the key rules of [`validate_key`].
+
+use std::future::Future;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::paxos::types::{Entry, Op, Outcome};
+
+pub mod http;
+pub mod line;
+pub mod line_parse;
+pub mod memory;
+
+/// The longest key, in bytes. Keys travel in every Accept of their slot and in the line
+/// protocol's request line, so they stay short.
+pub const KEY_BYTES_MAX: usize = 1024;
+
+/// The longest value, in bytes. A command must fit one UDP datagram with its key and the
+/// message overhead: 60 KiB + [`KEY_BYTES_MAX`] + a few hundred bytes of framing stays below
+/// [`crate::net::codec::DATAGRAM_BYTES_MAX`] (65,507).
+pub const VALUE_BYTES_MAX: usize = 60 * 1024;
+
+/// Keys starting with this byte are reserved for endpoints such as `/_status`.
+pub const KEY_RESERVED_PREFIX: u8 = b'_';
+
+/// How fresh a read must be.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read started (goes through the leader).
+    Linearizable,
+    /// This node's applied state, possibly behind the cluster; served even without a quorum.
+    Stale,
+}
+
+/// Why the node could not serve a request. Both servers map these to replies (HTTP 503,
+/// `ERR <message>`), so the messages are written for the person at the terminal.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// No quorum was reachable; the request was not proposed, so retrying is safe.
+    #[error("no quorum: the request was not proposed")]
+    NoQuorum,
+    /// The request was proposed but its decision was not seen in time (GUIDE.md §4: timeouts
+    /// are not failures).
+    #[error(
+        "outcome unknown: the request was proposed but not confirmed in time; it may or may not have been applied"
+    )]
+    OutcomeUnknown,
+    /// The node cannot serve now for the given reason (catching up, no leader known, ...).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The node is stopping and takes no new requests.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// One member as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberStatus {
+    /// The member's advertised peer address.
+    pub addr: String,
+    /// Whether this entry is the node answering.
+    pub is_self: bool,
+    /// How long ago this node last heard from the member; `None` if never (or for itself).
+    pub last_heard_ms_ago: Option<u64>,
+}
+
+/// A snapshot of the node's state for `/_status` and `STATUS`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeStatus {
+    /// This node's advertised address.
+    pub node: String,
+    /// This node's id (its index in the sorted member list).
+    pub node_id: u16,
+    /// "leader", "follower", "candidate", ... as the node calls it.
+    pub role: String,
+    /// The address of the leader this node believes in, if any.
+    pub leader: Option<String>,
+    /// The highest ballot this node knows, as `round.node`.
+    pub ballot: String,
+    /// The highest slot known decided.
+    pub decided: u64,
+    /// The highest slot applied to the key-value state.
+    pub applied: u64,
+    /// Every member, including this node.
+    pub members: Vec<MemberStatus>,
+}
+
+/// What the servers need from the node. Cheap to clone (an `Arc` inside): every connection and
+/// every in-flight request holds a clone.
+pub trait Store: Clone + Send + Sync + 'static {
+    /// Proposes `op` and waits until it is decided and applied, returning what it did.
+    fn write(&self, op: Op) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+    /// Reads `key` at the given consistency.
+    fn read(
+        &self,
+        key: Bytes,
+        consistency: Consistency,
+    ) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send;
+    /// The node's current state, for humans.
+    fn status(&self) -> NodeStatus;
+    /// Whether the node can reach a quorum (and so serve writes and linearizable reads).
+    fn healthy(&self) -> bool;
+}
+
+/// Why a key is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("invalid key: empty")]
+    Empty,
+    #[error("invalid key: {len} bytes, the maximum is {KEY_BYTES_MAX}")]
+    TooLong { len: usize },
+    #[error("invalid key: keys starting with '_' are reserved")]
+    Reserved,
+    #[error("invalid key: spaces and control characters are not allowed")]
+    ControlOrSpace,
+}
+
+/// The rules every key obeys, whichever server it came through: 1..=[`KEY_BYTES_MAX`] bytes,
+/// not starting with [`KEY_RESERVED_PREFIX`]. Other bytes are allowed (HTTP keys are raw,
+/// percent-decoded bytes).
+pub fn validate_key(key: &[u8]) -> Result<(), KeyError> {
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    if key.len() > KEY_BYTES_MAX {
+        return Err(KeyError::TooLong { len: key.len() });
+    }
+    if key[0] == KEY_RESERVED_PREFIX {
+        return Err(KeyError::Reserved);
+    }
+    Ok(())
+}
+
+/// [`validate_key`] plus the line protocol's rule: no spaces or control characters (they would
+/// be taken as separators or garble a terminal).
+pub fn validate_line_key(key: &[u8]) -> Result<(), KeyError> {
+    validate_key(key)?;
+    if key.iter().any(|&b| b <= b' ' || b == 0x7f) {
+        return Err(KeyError::ControlOrSpace);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_rules() {
+        assert_eq!(validate_key(b""), Err(KeyError::Empty));
+        assert_eq!(validate_key(b"_status"), Err(KeyError::Reserved));
+        assert_eq!(
+            validate_key(&[b'k'; KEY_BYTES_MAX + 1]),
+            Err(KeyError::TooLong {
+                len: KEY_BYTES_MAX + 1
+            })
+        );
+        assert_eq!(validate_key(&[b'k'; KEY_BYTES_MAX]), Ok(()));
+        assert_eq!(validate_key(b"a b\x00"), Ok(()));
+        assert_eq!(validate_line_key(b"a b"), Err(KeyError::ControlOrSpace));
+        assert_eq!(validate_line_key(b"a\x7f"), Err(KeyError::ControlOrSpace));
+        assert_eq!(validate_line_key("clé/1".as_bytes()), Ok(()));
+    }
+
+    #[test]
+    fn error_messages() {
+        assert_eq!(
+            StoreError::NoQuorum.to_string(),
+            "no quorum: the request was not proposed"
+        );
+        assert!(StoreError::OutcomeUnknown
+            .to_string()
+            .starts_with("outcome unknown: the request was proposed but not confirmed in time"));
+    }
+}
