@@ -1,0 +1,596 @@
+//! The write-ahead log: the public contract and [`Wal`], the handle that appends, syncs,
+//! rotates and compacts. The normative format is `wal-format.md` at the repository root.
+//!
+//! The WAL knows bytes, records, segments and LSNs, not Paxos: a record is a type byte (1..=255)
+//! and an opaque payload. It is what makes acceptor state survive a total outage, so its
+//! contract is strict:
+//!
+//! - [`Wal::append`] writes a record into the mapped active segment and returns its LSN. The
+//!   record is **not durable** until a later [`Wal::sync`] returns.
+//! - [`Wal::sync`] is the group commit: one `msync(MS_SYNC)` of the dirty range. It returns the
+//!   LSN bound `d` such that **every record with LSN < d is durable**. Only then may anything
+//!   that depends on those records (a Promise, an Accepted reply) leave the node.
+//! - A failed sync is **fatal** ([`WalError::is_fatal`]): the kernel may have dropped the dirty
+//!   pages and may report success next time, so the `Wal` refuses every later call and the
+//!   caller must log the error and exit non-zero, then recover from disk and peers. Nothing is
+//!   ever retried here.
+//! - A full disk surfaces as an error with [`WalError::is_disk_full`]; the log stays consistent
+//!   and appends work again once space is freed (`wal-format.md` §11).
+//!
+//! # Layout
+//! - [`record`]: the frame of one record (encode, decode, CRC).
+//! - [`segment`]: one preallocated, memory-mapped segment file and its header.
+//! - [`recovery`]: the scan and the recovery decision table.
+//! - [`tool`]: `consens wal verify` and `consens wal dump`.
+
+pub mod record;
+pub mod recovery;
+pub mod segment;
+pub mod tool;
+
+pub use record::{RecordRef, RECORD_PAYLOAD_BYTES_MAX, RECORD_TYPE_CONSENSUS};
+pub use recovery::{Recovery, TornTail, Verdict};
+pub use segment::FaultInjector;
+
+use segment::{ActiveSegment, SegmentHeader, SEGMENT_HEADER_BYTES};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A log sequence number: 1 for the first record ever, +1 per record, never reused.
+pub type Lsn = u64;
+
+/// Who owns a log. Every segment header carries it; recovery refuses segments of another
+/// cluster or node, so a misplaced data directory cannot be replayed as our own votes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WalIdentity {
+    /// Random at cluster creation, shared by all members.
+    pub cluster_id: u64,
+    /// This member's id.
+    pub node_id: u16,
+}
+
+/// How a [`Wal`] is opened.
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// Whose log this is; checked against every segment header.
+    pub identity: WalIdentity,
+    /// Size of each new segment file, a multiple of 4 KiB in
+    /// `SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX` (`wal-format.md` §12). Existing segments keep
+    /// the size they were created with.
+    pub segment_bytes: usize,
+    /// Test hook that injects ENOSPC into segment preallocation (`wal-format.md` §11).
+    pub fault: Option<Arc<FaultInjector>>,
+}
+
+impl WalOptions {
+    /// Defaults: 64 MiB segments, no fault injection.
+    pub fn new(identity: WalIdentity) -> WalOptions {
+        WalOptions {
+            identity,
+            segment_bytes: segment::SEGMENT_BYTES_DEFAULT,
+            fault: None,
+        }
+    }
+
+    /// Sets the size of new segments (tests use small ones to force rotation).
+    pub fn segment_bytes(mut self, bytes: usize) -> WalOptions {
+        self.segment_bytes = bytes;
+        self
+    }
+
+    /// Installs a fault injector.
+    pub fn fault_injector(mut self, fault: Arc<FaultInjector>) -> WalOptions {
+        self.fault = Some(fault);
+        self
+    }
+
+    /// The largest payload that fits one segment of this size.
+    pub fn payload_bytes_max(&self) -> usize {
+        let room = self
+            .segment_bytes
+            .saturating_sub(SEGMENT_HEADER_BYTES + record::RECORD_HEADER_BYTES);
+        (room / record::RECORD_ALIGNMENT_BYTES * record::RECORD_ALIGNMENT_BYTES)
+            .min(RECORD_PAYLOAD_BYTES_MAX)
+    }
+
+    fn check(&self) -> Result<(), WalError> {
+        let b = self.segment_bytes;
+        if !(segment::SEGMENT_BYTES_MIN..=segment::SEGMENT_BYTES_MAX).contains(&b)
+            || b % segment::SEGMENT_BYTES_ALIGNMENT != 0
+        {
+            return Err(WalError::InvalidOptions(format!(
+                "segment_bytes {b} must be a multiple of {} in {}..={}",
+                segment::SEGMENT_BYTES_ALIGNMENT,
+                segment::SEGMENT_BYTES_MIN,
+                segment::SEGMENT_BYTES_MAX
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong with the WAL.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// An operating-system error; see [`WalError::is_disk_full`].
+    #[error("WAL I/O error: {context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    /// Recovery refuses to start (`wal-format.md` §9).
+    #[error("corrupt WAL: {} at offset {offset} (lsn {lsn}): {reason}", file.display())]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        lsn: Lsn,
+        reason: String,
+    },
+    /// An msync or fsync failed. Fatal: log it and exit non-zero; never retry.
+    #[error("WAL sync failed (fatal, exit and recover): {context}: {source}")]
+    SyncFailed {
+        context: String,
+        source: std::io::Error,
+    },
+    /// A sync failed earlier; this handle refuses all work. Fatal.
+    #[error("WAL unusable after an earlier failed sync (fatal, exit and recover)")]
+    Poisoned,
+    /// The payload is larger than a record may be.
+    #[error("WAL record of {bytes} bytes exceeds the maximum of {max} bytes")]
+    RecordTooLarge { bytes: usize, max: usize },
+    /// Record type 0 is reserved.
+    #[error("WAL record type 0 is reserved")]
+    ReservedRecordType,
+    /// Another process holds the directory.
+    #[error("WAL directory {} is locked by another process", dir.display())]
+    Locked { dir: PathBuf },
+    /// Bad options.
+    #[error("invalid WAL options: {0}")]
+    InvalidOptions(String),
+}
+
+impl WalError {
+    /// True for ENOSPC or EDQUOT: the caller reports "unavailable" and may retry later.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            WalError::Io { source, .. } => {
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
+                )
+            }
+            _ => false,
+        }
+    }
+
+    /// True for errors after which the process must exit (failed msync/fsync).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, WalError::SyncFailed { .. } | WalError::Poisoned)
+    }
+}
+
+/// A closed (full) segment: only its name matters until compaction removes it.
+#[derive(Debug)]
+struct ClosedSegment {
+    /// Its file.
+    path: PathBuf,
+    /// The LSN of its first record.
+    first_lsn: Lsn,
+}
+
+/// The open write-ahead log of one node. Single writer: the directory is locked while it lives.
+pub struct Wal {
+    /// The log directory.
+    dir: PathBuf,
+    /// Held for its `flock`; released when the `Wal` is dropped (or the process dies).
+    _lock: File,
+    /// The options it was opened with.
+    options: WalOptions,
+    /// Full segments, oldest first; candidates for compaction.
+    closed: Vec<ClosedSegment>,
+    /// The segment appended to.
+    active: ActiveSegment,
+    /// Where the next frame goes in the active segment.
+    write_offset: usize,
+    /// Everything in the active segment before this offset is durable.
+    synced_offset: usize,
+    /// The LSN the next append gets.
+    next_lsn: Lsn,
+    /// Every LSN below this is durable.
+    durable_lsn_end: Lsn,
+    /// Set by a failed sync: the handle refuses everything after that.
+    poisoned: bool,
+}
+
+fn lock_dir(dir: &Path) -> Result<File, WalError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| WalError::Io {
+            context: format!("open {}", path.display()),
+            source,
+        })?;
+    // SAFETY: plain syscall on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(WalError::Locked {
+            dir: dir.to_path_buf(),
+        });
+    }
+    Ok(file)
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir` and runs recovery (`wal-format.md` §9): a torn tail
+    /// is truncated (zeroed and synced) and logged; corruption is refused with
+    /// [`WalError::Corrupt`]. The returned [`Recovery`] lends the valid records for replay.
+    pub fn open(dir: &Path, options: WalOptions) -> Result<(Wal, Recovery), WalError> {
+        options.check()?;
+        std::fs::create_dir_all(dir).map_err(|source| WalError::Io {
+            context: format!("create {}", dir.display()),
+            source,
+        })?;
+        let lock = lock_dir(dir)?;
+        for tmp in recovery::list(dir)?.tmps {
+            tracing::warn!(file = %tmp.display(), "removing incomplete segment left by a crash");
+            std::fs::remove_file(&tmp).map_err(|source| WalError::Io {
+                context: format!("remove {}", tmp.display()),
+                source,
+            })?;
+        }
+        let mut rec = recovery::scan(dir, Some(options.identity))?;
+        if let Some(err) = rec.verdict_corrupt.take() {
+            tracing::error!(%err, "refusing to start");
+            return Err(err);
+        }
+        if rec.segments.is_empty() {
+            let path = segment::create(
+                dir,
+                SegmentHeader {
+                    identity: options.identity,
+                    first_lsn: 1,
+                    segment_bytes: options.segment_bytes as u64,
+                },
+                options.fault.as_deref(),
+            )?;
+            tracing::info!(file = %path.display(), "created a new WAL");
+            rec = recovery::scan(dir, Some(options.identity))?;
+            assert!(rec.verdict_corrupt.is_none() && rec.is_empty() && rec.segments.len() == 1);
+        }
+        let last = rec.segments.last().expect("at least one segment");
+        let mut active = ActiveSegment::open(&last.path, last.first_lsn)?;
+        let write_offset = last.end;
+        if let Some(torn) = &rec.truncated {
+            let from = usize::try_from(torn.offset).expect("offset within a mapped segment");
+            let to = usize::try_from(torn.dirty_end).expect("offset within a mapped segment");
+            assert_eq!(from, write_offset);
+            tracing::warn!(
+                file = %torn.file.display(), offset = torn.offset, lsn = torn.lsn, why = %torn.why,
+                "truncating a torn tail"
+            );
+            active.map[from..to].fill(0);
+            active.sync_range(from, to)?;
+        }
+        let wal = Wal::assemble(dir, lock, options, &rec, active, write_offset);
+        Ok((wal, rec))
+    }
+
+    fn assemble(
+        dir: &Path,
+        lock: File,
+        options: WalOptions,
+        rec: &Recovery,
+        active: ActiveSegment,
+        write_offset: usize,
+    ) -> Wal {
+        let closed = rec.segments[..rec.segments.len() - 1]
+            .iter()
+            .map(|s| ClosedSegment {
+                path: s.path.clone(),
+                first_lsn: s.first_lsn,
+            })
+            .collect();
+        Wal {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            options,
+            closed,
+            active,
+            write_offset,
+            synced_offset: write_offset,
+            next_lsn: rec.next_lsn,
+            durable_lsn_end: rec.next_lsn,
+            poisoned: false,
+        }
+    }
+
+    /// Appends one record and returns its LSN. Not durable until [`Wal::sync`] returns. May
+    /// rotate to a new segment, which first syncs the full one (so this can return a fatal
+    /// [`WalError::SyncFailed`]) and preallocates the next (so it can fail with a disk-full
+    /// error, after which nothing changed and a later append may succeed).
+    pub fn append(&mut self, record_type: u8, payload: &[u8]) -> Result<Lsn, WalError> {
+        if self.poisoned {
+            return Err(WalError::Poisoned);
+        }
+        if record_type == record::RECORD_TYPE_RESERVED {
+            return Err(WalError::ReservedRecordType);
+        }
+        let max = self.options.payload_bytes_max();
+        if payload.len() > max {
+            return Err(WalError::RecordTooLarge {
+                bytes: payload.len(),
+                max,
+            });
+        }
+        let frame = record::frame_bytes(payload.len());
+        if self.write_offset + frame > self.active.map.len() {
+            self.rotate()?;
+        }
+        let at = self.write_offset;
+        let dst = &mut self.active.map[at..at + frame];
+        debug_assert!(record::is_zero(dst), "appending over written bytes");
+        let lsn = self.next_lsn;
+        let n = record::encode(dst, lsn, record_type, payload);
+        assert_eq!(n, frame);
+        self.write_offset += frame;
+        self.next_lsn += 1;
+        Ok(lsn)
+    }
+
+    /// Group commit: one msync(MS_SYNC) of everything appended since the last sync. Returns
+    /// `d` such that every LSN `< d` is durable (`d == next_lsn()`). A failure is fatal: the
+    /// handle is poisoned and the caller must exit (`wal-format.md` §8).
+    pub fn sync(&mut self) -> Result<Lsn, WalError> {
+        if self.poisoned {
+            return Err(WalError::Poisoned);
+        }
+        if let Err(e) = self
+            .active
+            .sync_range(self.synced_offset, self.write_offset)
+        {
+            self.poisoned = true;
+            tracing::error!(err = %e, "WAL sync failed; this is fatal");
+            return Err(e);
+        }
+        self.synced_offset = self.write_offset;
+        self.durable_lsn_end = self.next_lsn;
+        Ok(self.durable_lsn_end)
+    }
+
+    /// The LSN the next append gets.
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
+    }
+
+    /// Every LSN below this is durable (as of the last successful sync).
+    pub fn durable_lsn_end(&self) -> Lsn {
+        self.durable_lsn_end
+    }
+
+    /// The LSN of the oldest record still kept.
+    pub fn first_lsn(&self) -> Lsn {
+        self.closed
+            .first()
+            .map_or(self.active.first_lsn, |s| s.first_lsn)
+    }
+
+    /// The number of segment files, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.closed.len() + 1
+    }
+
+    /// The directory of this log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Closes the full active segment (after syncing it) and starts a new one.
+    fn rotate(&mut self) -> Result<(), WalError> {
+        // Sync first: a torn tail can then only ever be in the last segment (§8, §9 row 4).
+        self.sync()?;
+        let path = segment::create(
+            &self.dir,
+            SegmentHeader {
+                identity: self.options.identity,
+                first_lsn: self.next_lsn,
+                segment_bytes: self.options.segment_bytes as u64,
+            },
+            self.options.fault.as_deref(),
+        )?;
+        let new = ActiveSegment::open(&path, self.next_lsn)?;
+        let old = std::mem::replace(&mut self.active, new);
+        tracing::debug!(file = %path.display(), "rotated to a new segment");
+        self.closed.push(ClosedSegment {
+            path: old.path,
+            first_lsn: old.first_lsn,
+        });
+        self.write_offset = SEGMENT_HEADER_BYTES;
+        self.synced_offset = SEGMENT_HEADER_BYTES;
+        Ok(())
+    }
+
+    /// Removes whole closed segments whose records all have LSN `< keep_from`, oldest first,
+    /// never the active segment; returns how many were removed. The caller must first append
+    /// (and sync) a checkpoint of everything recovery still needs that is older than
+    /// `keep_from` (latest promise, join mark, accepted values above the snapshot): see
+    /// `wal-format.md` §10.
+    pub fn compact(&mut self, keep_from: Lsn) -> Result<usize, WalError> {
+        if self.poisoned {
+            return Err(WalError::Poisoned);
+        }
+        let mut removed = 0;
+        // A closed segment's records end where the next segment starts.
+        while self.closed.len() > removed {
+            let next_first = self
+                .closed
+                .get(removed + 1)
+                .map_or(self.active.first_lsn, |s| s.first_lsn);
+            if next_first > keep_from {
+                break;
+            }
+            let path = self.closed[removed].path.clone();
+            if let Err(source) = std::fs::remove_file(&path) {
+                // Keep the in-memory list in step with what was really removed.
+                self.closed.drain(..removed);
+                return Err(WalError::Io {
+                    context: format!("remove {}", path.display()),
+                    source,
+                });
+            }
+            removed += 1;
+        }
+        self.closed.drain(..removed);
+        if removed > 0 {
+            if let Err(e) = segment::sync_dir(&self.dir) {
+                if e.is_fatal() {
+                    self.poisoned = true;
+                }
+                return Err(e);
+            }
+            tracing::info!(removed, keep_from, "compacted the WAL");
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> WalOptions {
+        WalOptions::new(WalIdentity {
+            cluster_id: 9,
+            node_id: 1,
+        })
+        .segment_bytes(8192)
+    }
+
+    #[test]
+    fn append_sync_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut wal, rec) = Wal::open(dir.path(), opts()).expect("open");
+            assert!(rec.is_empty());
+            assert_eq!((rec.first_lsn, rec.next_lsn), (1, 1));
+            for i in 0..300u32 {
+                assert_eq!(
+                    wal.append(1, &i.to_le_bytes()).expect("append"),
+                    u64::from(i) + 1
+                );
+            }
+            assert_eq!(wal.sync().expect("sync"), 301);
+            assert!(wal.segment_count() > 1);
+        }
+        let (wal, rec) = Wal::open(dir.path(), opts()).expect("reopen");
+        assert!(rec.truncated.is_none());
+        assert_eq!(rec.len(), 300);
+        assert_eq!(wal.next_lsn(), 301);
+        for (i, r) in rec.records().enumerate() {
+            assert_eq!(r.lsn, i as u64 + 1);
+            assert_eq!(r.payload, &(i as u32).to_le_bytes());
+        }
+    }
+
+    #[test]
+    fn second_open_is_locked_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _wal = Wal::open(dir.path(), opts()).expect("open");
+        assert!(matches!(
+            Wal::open(dir.path(), opts()),
+            Err(WalError::Locked { .. })
+        ));
+    }
+
+    #[test]
+    fn other_identity_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(Wal::open(dir.path(), opts()).expect("open"));
+        let mut other = opts();
+        other.identity.node_id = 2;
+        let err = Wal::open(dir.path(), other).err().expect("refused");
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn reserved_type_and_oversize_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = Wal::open(dir.path(), opts()).expect("open");
+        assert!(matches!(
+            wal.append(0, b"x"),
+            Err(WalError::ReservedRecordType)
+        ));
+        let big = vec![1u8; opts().payload_bytes_max() + 1];
+        assert!(matches!(
+            wal.append(1, &big),
+            Err(WalError::RecordTooLarge { .. })
+        ));
+        let fits = vec![1u8; opts().payload_bytes_max()];
+        wal.append(1, &fits).expect("largest payload fits");
+        wal.append(1, &fits).expect("and again in a new segment");
+        wal.sync().expect("sync");
+    }
+
+    #[test]
+    fn compaction_keeps_the_active_segment_and_what_is_needed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = Wal::open(dir.path(), opts()).expect("open");
+        for _ in 0..1000 {
+            wal.append(2, &[7u8; 40]).expect("append");
+        }
+        wal.sync().expect("sync");
+        let before = wal.segment_count();
+        assert!(before > 3);
+        assert_eq!(wal.compact(1).expect("compact"), 0);
+        let keep_from = 500;
+        let removed = wal.compact(keep_from).expect("compact");
+        assert!(removed > 0 && wal.first_lsn() <= keep_from);
+        assert_eq!(wal.segment_count(), before - removed);
+        let removed_all = wal.compact(u64::MAX).expect("compact all");
+        assert_eq!(wal.segment_count(), 1);
+        assert!(removed_all > 0);
+        let first = wal.first_lsn();
+        drop(wal);
+        let (wal, rec) = Wal::open(dir.path(), opts()).expect("reopen");
+        assert_eq!(rec.first_lsn, first);
+        assert_eq!(rec.next_lsn, 1001);
+        assert_eq!(rec.records().count() as u64, 1001 - first);
+        assert_eq!(wal.next_lsn(), 1001);
+    }
+
+    #[test]
+    fn injected_disk_full_then_recovers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fault = Arc::new(FaultInjector::default());
+        let (mut wal, _) =
+            Wal::open(dir.path(), opts().fault_injector(fault.clone())).expect("open");
+        fault.fail_next_preallocations(3);
+        let mut failures = 0;
+        let mut appended = 0u64;
+        while appended < 400 {
+            match wal.append(1, &appended.to_le_bytes()) {
+                Ok(lsn) => {
+                    assert_eq!(lsn, appended + 1);
+                    appended += 1;
+                }
+                Err(e) => {
+                    assert!(e.is_disk_full(), "{e}");
+                    assert!(!e.is_fatal());
+                    failures += 1;
+                }
+            }
+        }
+        assert_eq!(failures, 3);
+        wal.sync().expect("sync");
+        drop(wal);
+        let (_, rec) = Wal::open(dir.path(), opts()).expect("reopen");
+        assert_eq!(rec.len(), 400);
+        assert!(rec
+            .records()
+            .enumerate()
+            .all(|(i, r)| r.payload == (i as u64).to_le_bytes()));
+    }
+}
