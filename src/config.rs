@@ -22,6 +22,8 @@ pub const DATA_DIR_ROOT_DEFAULT: &str = "consens-data";
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 /// A state-machine snapshot is taken (and the WAL compacted) every this many applied slots.
 pub const SNAPSHOT_EVERY_SLOTS_DEFAULT: u64 = 100_000;
+/// Decided slots kept in memory below the snapshot for peers that are a little behind.
+pub const CATCH_UP_RETAIN_SLOTS_DEFAULT: u64 = 10_000;
 /// Idle line-protocol connections are closed after this long.
 pub const IDLE_TIMEOUT_SECS_DEFAULT: u64 = 300;
 
@@ -64,6 +66,10 @@ pub struct ServeArgs {
     /// Take a snapshot and compact the WAL every this many applied slots.
     #[arg(long, env = "SNAPSHOT_EVERY_SLOTS", default_value_t = SNAPSHOT_EVERY_SLOTS_DEFAULT)]
     pub snapshot_every_slots: u64,
+    /// Decided slots kept in memory below the newest snapshot, so that a peer only a little
+    /// behind catches up from the log instead of receiving the whole snapshot.
+    #[arg(long, env = "CATCH_UP_RETAIN_SLOTS", default_value_t = CATCH_UP_RETAIN_SLOTS_DEFAULT)]
+    pub catch_up_retain_slots: u64,
     /// Close idle line-protocol connections after this many seconds.
     #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = IDLE_TIMEOUT_SECS_DEFAULT)]
     pub idle_timeout_secs: u64,
@@ -101,6 +107,7 @@ pub struct ServeConfig {
     pub advertise: String,
     pub request_timeout: Duration,
     pub snapshot_every_slots: u64,
+    pub catch_up_retain_slots: u64,
     pub idle_timeout: Duration,
     pub connections_max: usize,
 }
@@ -124,7 +131,12 @@ impl ServeConfig {
             None => SocketAddr::new(args.listen, peer_port),
         };
         let mut members = vec![advertise];
-        for given in args.cluster.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        for given in args
+            .cluster
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
             let addr = resolve(given, PORT_DEFAULT)?;
             if !members.contains(&addr) {
                 members.push(addr);
@@ -139,9 +151,10 @@ impl ServeConfig {
             .position(|m| *m == advertise)
             .expect("the advertised address was put in the list");
         let node_id = NodeId(u16::try_from(index).expect("at most MEMBERS_MAX members"));
-        let data_dir = args.data_dir.clone().unwrap_or_else(|| {
-            PathBuf::from(DATA_DIR_ROOT_DEFAULT).join(args.port.to_string())
-        });
+        let data_dir = args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DATA_DIR_ROOT_DEFAULT).join(args.port.to_string()));
         Ok(ServeConfig {
             data_dir,
             cluster_id: cluster_id(&members),
@@ -153,6 +166,7 @@ impl ServeConfig {
             members,
             request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
             snapshot_every_slots: args.snapshot_every_slots.max(1),
+            catch_up_retain_slots: args.catch_up_retain_slots,
             idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
             connections_max: args.connections_max.max(1),
         })
@@ -260,7 +274,12 @@ mod tests {
             "--cluster",
             "http://localhost:4000,http://localhost:5000",
         ]);
-        let b = parse(&["--port", "4000", "--cluster", "localhost:3000,127.0.0.1:5000"]);
+        let b = parse(&[
+            "--port",
+            "4000",
+            "--cluster",
+            "localhost:3000,127.0.0.1:5000",
+        ]);
         assert_eq!(a.members, b.members);
         assert_eq!(a.cluster_id, b.cluster_id);
         assert_eq!(a.node_id, NodeId(0));
@@ -269,7 +288,12 @@ mod tests {
 
     #[test]
     fn listing_oneself_in_the_cluster_is_harmless() {
-        let c = parse(&["--port", "3000", "--cluster", "localhost:3000,localhost:4000"]);
+        let c = parse(&[
+            "--port",
+            "3000",
+            "--cluster",
+            "localhost:3000,localhost:4000",
+        ]);
         assert_eq!(c.members.len(), 2);
     }
 

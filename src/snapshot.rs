@@ -170,7 +170,12 @@ pub fn store(dir: &Path, cluster_id: u64, slot: u64, payload: &[u8]) -> Result<(
         path: dir.join(file_name(slot)),
         source,
     };
-    crate::fs_durable::write_durably(dir, &file_name(slot), &encode_file(cluster_id, slot, payload)).map_err(io_err)?;
+    crate::fs_durable::write_durably(
+        dir,
+        &file_name(slot),
+        &encode_file(cluster_id, slot, payload),
+    )
+    .map_err(io_err)?;
     let mut slots = list(dir)?;
     slots.sort_unstable();
     let excess = slots.len().saturating_sub(SNAPSHOTS_KEPT);
@@ -208,12 +213,11 @@ pub fn load_latest(dir: &Path, cluster_id: u64) -> Result<Option<(u64, Vec<u8>)>
         path: path.clone(),
         source,
     })?;
-    let (found, payload) = decode_file(&bytes, cluster_id).map_err(|reason| {
-        SnapshotError::Corrupt {
+    let (found, payload) =
+        decode_file(&bytes, cluster_id).map_err(|reason| SnapshotError::Corrupt {
             path: path.clone(),
             reason,
-        }
-    })?;
+        })?;
     if found != slot {
         return Err(SnapshotError::Corrupt {
             path,

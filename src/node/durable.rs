@@ -143,15 +143,15 @@ impl Durable {
                 source: std::io::Error::from_raw_os_error(libc::ENOSPC),
             }));
         }
-        while let Some(record) = self.backlog.front() {
-            match self.append_one(record) {
+        while let Some(record) = self.backlog.pop_front() {
+            match self.append_one(&record) {
                 Ok(_) => {
-                    if let Some(record) = self.backlog.pop_front() {
-                        self.mirror.apply(&record);
-                    }
+                    self.mirror.apply(&record);
                     self.appended += 1;
                 }
                 Err(e) if e.is_disk_full() => {
+                    // Keep it first in line: records are appended in order or not at all.
+                    self.backlog.push_front(record);
                     let reason = e.to_string();
                     self.disk_full = Some(reason.clone());
                     return Err(PersistError::DiskFull(reason));
@@ -254,4 +254,57 @@ fn checkpoint_records(state: &Recovered) -> Vec<Record> {
         });
     }
     records
+}
+
+/// A one-line summary of a WAL record's payload, for `consens wal dump`.
+pub fn describe(record_type: u8, payload: &[u8]) -> String {
+    if record_type != CONSENSUS_RECORD_TYPE {
+        return format!(
+            "unknown type: {}",
+            crate::wal::tool::describe_hex(record_type, payload)
+        );
+    }
+    match postcard::from_bytes::<Record>(payload) {
+        Ok(Record::Promised { ballot }) => format!("promised ballot={ballot}"),
+        Ok(Record::Joined) => "joined".to_string(),
+        Ok(Record::Accepted {
+            slot,
+            ballot,
+            value,
+        }) => format!(
+            "accepted slot={slot} ballot={ballot} {}",
+            describe_value(&value)
+        ),
+        Ok(Record::Chosen { slot, value }) => {
+            format!("chosen slot={slot} {}", describe_value(&value))
+        }
+        Ok(Record::Decided { upto }) => format!("decided upto={upto}"),
+        Err(e) => format!(
+            "undecodable ({e}): {}",
+            crate::wal::tool::describe_hex(record_type, payload)
+        ),
+    }
+}
+
+fn describe_value(value: &crate::paxos::types::Value) -> String {
+    use crate::paxos::types::{Op, Value};
+    match value {
+        Value::Noop => "noop".to_string(),
+        Value::Command(c) => {
+            let id = format!("id={}:{}", c.id.origin, c.id.seq);
+            match &c.op {
+                Op::Put { key, value, expect } => format!(
+                    "{id} put key={:?} value_bytes={}{}",
+                    String::from_utf8_lossy(key),
+                    value.len(),
+                    expect
+                        .map(|r| format!(" if_revision={r}"))
+                        .unwrap_or_default()
+                ),
+                Op::Delete { key } => {
+                    format!("{id} delete key={:?}", String::from_utf8_lossy(key))
+                }
+            }
+        }
+    }
 }

@@ -364,7 +364,7 @@ impl NodeLoop {
                 }
             }
             for peer in send_snapshot {
-                self.transfer.send_latest(peer, &mut self.peers);
+                self.transfer.send_latest(peer);
             }
         }
     }

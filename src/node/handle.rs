@@ -46,7 +46,11 @@ impl Store for NodeHandle {
         answer.await.unwrap_or(Err(StoreError::ShuttingDown))
     }
 
-    async fn read(&self, key: Bytes, consistency: Consistency) -> Result<Option<Entry>, StoreError> {
+    async fn read(
+        &self,
+        key: Bytes,
+        consistency: Consistency,
+    ) -> Result<Option<Entry>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request::Read {

@@ -74,7 +74,8 @@ pub fn check_members(dir: &Path, members: &[SocketAddr]) -> Result<(), IdentityE
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            crate::fs_durable::write_durably(dir, MEMBERS_FILE_NAME, given.as_bytes()).map_err(io_error(&path))
+            crate::fs_durable::write_durably(dir, MEMBERS_FILE_NAME, given.as_bytes())
+                .map_err(io_error(&path))
         }
         Err(e) => Err(io_error(&path)(e)),
     }
@@ -84,10 +85,13 @@ pub fn check_members(dir: &Path, members: &[SocketAddr]) -> Result<(), IdentityE
 pub fn next_boot(dir: &Path) -> Result<u64, IdentityError> {
     let path = dir.join(BOOT_FILE_NAME);
     let previous = match fs::read_to_string(&path) {
-        Ok(text) => text.trim().parse::<u64>().map_err(|e| IdentityError::Corrupt {
-            path: path.clone(),
-            reason: format!("not a number ({e})"),
-        })?,
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map_err(|e| IdentityError::Corrupt {
+                path: path.clone(),
+                reason: format!("not a number ({e})"),
+            })?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
         Err(e) => return Err(io_error(&path)(e)),
     };

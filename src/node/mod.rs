@@ -15,10 +15,10 @@
 //! (members and boot counter files), `status` (the `/_status` view).
 
 pub mod durable;
-pub mod event_loop;
-pub mod handle;
+pub(crate) mod event_loop;
+pub(crate) mod handle;
 pub mod identity;
-pub mod status;
+pub(crate) mod status;
 pub mod transfer;
 
 use crate::config::ServeConfig;
@@ -62,10 +62,7 @@ pub enum NodeError {
         source: std::io::Error,
     },
     #[error("cannot create the data directory {dir}: {source}")]
-    DataDir {
-        dir: String,
-        source: std::io::Error,
-    },
+    DataDir { dir: String, source: std::io::Error },
 }
 
 /// Runs one node until it is told to stop.
@@ -86,10 +83,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
     let mut transfer = SnapshotTransfer::open(&snapshot_dir, config.cluster_id)?;
     let (kv, snapshot_slot) = match transfer.take_loaded() {
         Some((slot, payload)) => {
-            let kv = KvState::from_snapshot_bytes(&payload).map_err(|e| NodeError::SnapshotState {
-                dir: snapshot_dir.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            let kv =
+                KvState::from_snapshot_bytes(&payload).map_err(|e| NodeError::SnapshotState {
+                    dir: snapshot_dir.display().to_string(),
+                    reason: e.to_string(),
+                })?;
             (kv, slot)
         }
         None => (KvState::new(), 0),
@@ -105,7 +103,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
     }
 
     let members = u16::try_from(config.members.len()).expect("member count is validated by config");
-    let core_config = CoreConfig::new(config.node_id, members);
+    let mut core_config = CoreConfig::new(config.node_id, members);
+    core_config.log_retain_slots = config.catch_up_retain_slots;
     let seed = random_seed(boot, config.node_id.0);
     let replica = Replica::new(core_config, recovered, seed);
 
@@ -162,7 +161,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
         config: LoopConfig {
             node: config.node_id,
             members: config.members.clone(),
-            advertise: config.advertise,
+            advertise: config.advertise.clone(),
             request_timeout: config.request_timeout,
             snapshot_every_slots: config.snapshot_every_slots,
             boot,

@@ -48,9 +48,12 @@ impl SnapshotTransfer {
     /// Opens the snapshot directory and loads the newest snapshot (a corrupt one is an error).
     pub fn open(dir: &Path, cluster_id: u64) -> Result<SnapshotTransfer, SnapshotError> {
         let loaded = snapshot::load_latest(dir, cluster_id)?;
-        let latest = loaded
-            .as_ref()
-            .map(|(slot, payload)| (*slot, snapshot::chunks(*slot, &Bytes::from(payload.clone()))));
+        let latest = loaded.as_ref().map(|(slot, payload)| {
+            (
+                *slot,
+                snapshot::chunks(*slot, &Bytes::from(payload.clone())),
+            )
+        });
         Ok(SnapshotTransfer {
             dir: dir.to_path_buf(),
             cluster_id,
@@ -117,7 +120,10 @@ impl SnapshotTransfer {
             total_bytes: chunk.total_bytes,
             crc: chunk.crc,
         };
-        let newer = self.incoming.as_ref().is_none_or(|i| i.meta != meta && meta.slot >= i.meta.slot);
+        let newer = self
+            .incoming
+            .as_ref()
+            .is_none_or(|i| i.meta != meta && meta.slot >= i.meta.slot);
         if newer {
             self.incoming = Some(Incoming {
                 meta,
@@ -146,7 +152,10 @@ impl SnapshotTransfer {
             payload.extend_from_slice(&data);
         }
         if snapshot::payload_crc(&payload) != meta.crc {
-            tracing::warn!(slot = meta.slot, "received snapshot fails its checksum; discarded");
+            tracing::warn!(
+                slot = meta.slot,
+                "received snapshot fails its checksum; discarded"
+            );
             return None;
         }
         Some((meta, payload))

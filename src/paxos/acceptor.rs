@@ -136,7 +136,7 @@ impl Replica {
         }
         self.round_seen = self.round_seen.max(ballot.round);
         self.step_down_below(ballot);
-        let newer = self.leader.is_none_or_older(ballot);
+        let newer = self.leader.is_none_or(|(_, b)| b < ballot);
         if newer {
             self.leader = Some((from, ballot));
         }
@@ -161,16 +161,5 @@ impl Replica {
                 None => false,
             },
         }
-    }
-}
-
-/// `Option<(NodeId, Ballot)>` as "the leader we follow".
-trait LeaderView {
-    fn is_none_or_older(&self, ballot: Ballot) -> bool;
-}
-
-impl LeaderView for Option<(NodeId, Ballot)> {
-    fn is_none_or_older(&self, ballot: Ballot) -> bool {
-        self.map_or(true, |(_, b)| b < ballot)
     }
 }

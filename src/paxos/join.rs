@@ -112,7 +112,7 @@ impl Replica {
                     join.decided.insert(s, value);
                 }
                 SlotState::Accepted { ballot, value } => {
-                    if join.votes.get(&s).map_or(true, |(b, _)| *b < ballot) {
+                    if join.votes.get(&s).is_none_or(|(b, _)| *b < ballot) {
                         join.votes.insert(s, (ballot, value));
                     }
                 }

@@ -227,7 +227,7 @@ impl Replica {
                     campaign.decided.insert(s, value);
                 }
                 SlotState::Accepted { ballot: b, value } => {
-                    let higher = campaign.votes.get(&s).map_or(true, |(known, _)| *known < b);
+                    let higher = campaign.votes.get(&s).is_none_or(|(known, _)| *known < b);
                     if higher {
                         campaign.votes.insert(s, (b, value));
                     }

@@ -194,7 +194,7 @@ impl Replica {
             let next_voted = voted.peek().map(|(s, _)| **s);
             let (slot, state) = match (next_decided, next_voted) {
                 (None, None) => return (entries, upto, false),
-                (Some(d), v) if v.map_or(true, |v| d <= v) => {
+                (Some(d), v) if v.is_none_or(|v| d <= v) => {
                     if v == Some(d) {
                         voted.next();
                     }

@@ -1,0 +1,312 @@
+//! The daemon end to end: real `consens serve` processes on 127.0.0.1 (issue 4's test list).
+//!
+//! Each test starts its own cluster with free ports and temp dirs; the `Cluster`/`Node` guards
+//! kill every process on every path. Timing assertions are generous upper bounds (the machines
+//! are shared and noisy); what the tests assert is behaviour, not speed.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::cluster::*;
+
+/// The original project's walkthrough, exactly as written: PORT and CLUSTER in the environment,
+/// `http://localhost:…` member addresses, a PUT on one node read back from the other two.
+#[test]
+fn readme_walkthrough_with_port_and_cluster_env() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports: Vec<u16> = (0..3).map(|_| free_base_port()).collect();
+    let mut nodes = Vec::new();
+    for &port in &ports {
+        let cluster = ports
+            .iter()
+            .filter(|&&p| p != port)
+            .map(|p| format!("http://localhost:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let data_dir = dir.path().join(port.to_string());
+        nodes.push(Node::start(
+            port,
+            &data_dir,
+            vec![],
+            vec![
+                ("PORT".into(), port.to_string()),
+                ("CLUSTER".into(), cluster),
+                ("DATA_DIR".into(), data_dir.display().to_string()),
+            ],
+        ));
+    }
+    for n in &nodes {
+        n.wait_http();
+    }
+    let deadline = Instant::now() + START_TIMEOUT;
+    let created = loop {
+        let a = put(&nodes[1], "mykey", b"mydata");
+        if a.status == 201 || a.status == 200 {
+            break a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PUT never succeeded: {} {}",
+            a.status,
+            a.body_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(created.etag.is_some(), "PUT must send an ETag");
+    for i in [0, 2] {
+        let a = get(&nodes[i], "mykey");
+        assert_eq!(a.status, 200, "GET from node {i}: {}", a.body_text());
+        assert_eq!(a.body, b"mydata");
+        assert_eq!(a.etag, created.etag);
+    }
+}
+
+#[test]
+fn minority_down_still_serves_reads_and_writes() {
+    let mut cluster = Cluster::start(3, &["--request-timeout-ms", "2000"]);
+    cluster.wait_ready(0);
+    let victim = cluster.leader().unwrap_or(2);
+    cluster.nodes[victim].kill9();
+    let alive: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    let ok = wait_until(Duration::from_secs(20), || {
+        let a = put(&cluster.nodes[alive[0]], "k", b"after-failure");
+        a.status == 200 || a.status == 201
+    });
+    assert!(
+        ok,
+        "no write succeeded with one node down:\n{}",
+        cluster.logs()
+    );
+    for &i in &alive {
+        let a = get(&cluster.nodes[i], "k");
+        assert_eq!(a.status, 200, "{}", a.body_text());
+        assert_eq!(a.body, b"after-failure");
+    }
+}
+
+#[test]
+fn majority_down_fails_fast_with_503() {
+    let mut cluster = Cluster::start(3, &["--request-timeout-ms", "1000"]);
+    cluster.wait_ready(0);
+    cluster.nodes[1].kill9();
+    cluster.nodes[2].kill9();
+    // Give the survivor time to notice; then every request must fail within the timeout.
+    std::thread::sleep(Duration::from_millis(1500));
+    for what in ["PUT", "GET"] {
+        let started = Instant::now();
+        let a = match what {
+            "PUT" => put(&cluster.nodes[0], "k", b"v"),
+            _ => get(&cluster.nodes[0], "k"),
+        };
+        let elapsed = started.elapsed();
+        assert_eq!(a.status, 503, "{what}: {} {}", a.status, a.body_text());
+        let text = a.body_text();
+        assert!(
+            text.contains("no quorum") || text.contains("outcome unknown"),
+            "{what}: {text}"
+        );
+        assert!(elapsed < Duration::from_secs(5), "{what} took {elapsed:?}");
+    }
+    let health = request("GET", &cluster.nodes[0], "/_health", &[], None);
+    assert_eq!(health.status, 503);
+}
+
+/// Writes from several client threads while `disrupt` runs; returns every acknowledged write.
+fn load_while(
+    cluster: &Cluster,
+    targets: Vec<usize>,
+    duration: Duration,
+    disrupt: impl FnOnce(),
+) -> BTreeMap<String, Vec<u8>> {
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        for (client, &target) in targets.iter().enumerate() {
+            let acked = acked.clone();
+            let stop = stop.clone();
+            let node = &cluster.nodes[target];
+            scope.spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) && i < 100_000 {
+                    let key = format!("c{client}-k{i}");
+                    let value = format!("v{i}").into_bytes();
+                    let a = put(node, &key, &value);
+                    if a.status == 200 || a.status == 201 {
+                        acked.lock().expect("lock").insert(key, value);
+                    } else if a.status == 0 {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    i += 1;
+                }
+            });
+        }
+        std::thread::sleep(duration / 2);
+        disrupt();
+        std::thread::sleep(duration / 2);
+        stop.store(true, Ordering::Relaxed);
+    });
+    Arc::try_unwrap(acked)
+        .expect("threads joined")
+        .into_inner()
+        .expect("lock")
+}
+
+#[test]
+fn leader_killed_mid_load_a_new_leader_takes_over() {
+    let mut cluster = Cluster::start(3, &["--request-timeout-ms", "2000"]);
+    cluster.wait_ready(0);
+    let leader = cluster.leader().expect("a leader after the first write");
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let leader_port = cluster.nodes[leader].port;
+    let acked = {
+        let cluster_ref = &cluster;
+        // Kill through a raw pid: the load threads borrow the cluster immutably.
+        let pid = cluster_ref.nodes[leader].pid().expect("running");
+        load_while(
+            cluster_ref,
+            followers.clone(),
+            Duration::from_secs(4),
+            move || {
+                // SAFETY: kill(2) on a child we spawned.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            },
+        )
+    };
+    cluster.nodes[leader].kill9();
+    let new_leader = wait_until(Duration::from_secs(10), || {
+        cluster.leader().is_some_and(|l| l != leader)
+    });
+    assert!(
+        new_leader,
+        "no new leader after killing {leader_port}:\n{}",
+        cluster.logs()
+    );
+    // Clients carried on: writes succeed after the kill, and nothing acknowledged is lost.
+    let a = put(&cluster.nodes[followers[0]], "after", b"yes");
+    assert!(a.status == 200 || a.status == 201, "{}", a.body_text());
+    assert!(!acked.is_empty(), "no write was acknowledged at all");
+    for (key, value) in &acked {
+        let a = get(&cluster.nodes[followers[1]], key);
+        assert_eq!(a.status, 200, "acknowledged {key} lost: {}", a.body_text());
+        assert_eq!(&a.body, value, "acknowledged {key} has the wrong value");
+    }
+}
+
+#[test]
+fn kill_all_nodes_mid_load_then_restart_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(3, &["--request-timeout-ms", "2000"]);
+    cluster.wait_ready(0);
+    let pids: Vec<i32> = cluster.nodes.iter().filter_map(|n| n.pid()).collect();
+    let acked = load_while(&cluster, vec![0, 1, 2], Duration::from_secs(3), move || {
+        for pid in pids {
+            // SAFETY: kill(2) on children we spawned.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    });
+    for node in &mut cluster.nodes {
+        node.kill9();
+    }
+    assert!(
+        !acked.is_empty(),
+        "no write was acknowledged before the kill"
+    );
+    for node in &mut cluster.nodes {
+        node.restart();
+    }
+    for node in &cluster.nodes {
+        node.wait_http();
+    }
+    cluster.wait_ready(1);
+    for (key, value) in &acked {
+        let a = get(&cluster.nodes[2], key);
+        assert_eq!(
+            a.status, 200,
+            "acknowledged {key} lost after kill -9 of all nodes"
+        );
+        assert_eq!(&a.body, value);
+    }
+}
+
+#[test]
+fn lagging_node_catches_up_through_a_snapshot() {
+    let mut cluster = Cluster::start(
+        3,
+        &[
+            "--snapshot-every-slots",
+            "50",
+            "--catch-up-retain-slots",
+            "0",
+        ],
+    );
+    cluster.wait_ready(0);
+    cluster.nodes[2].kill9();
+    for i in 0..300 {
+        let a = put(
+            &cluster.nodes[i % 2],
+            &format!("key{i}"),
+            format!("value{i}").as_bytes(),
+        );
+        assert!(
+            a.status == 200 || a.status == 201,
+            "write {i}: {}",
+            a.body_text()
+        );
+    }
+    cluster.nodes[2].restart();
+    cluster.nodes[2].wait_http();
+    let caught_up = wait_until(Duration::from_secs(20), || {
+        get_stale(&cluster.nodes[2], "key299").body == b"value299"
+    });
+    assert!(caught_up, "node did not catch up:\n{}", cluster.logs());
+    for i in 0..300 {
+        let a = get_stale(&cluster.nodes[2], &format!("key{i}"));
+        assert_eq!(
+            a.body,
+            format!("value{i}").as_bytes(),
+            "key{i} after catch-up"
+        );
+    }
+    let log = cluster.nodes[2].log();
+    assert!(
+        log.contains("installed a snapshot from a peer"),
+        "catch-up did not go through a snapshot; log:\n{log}"
+    );
+}
+
+#[test]
+fn restart_with_another_member_set_is_refused() {
+    let mut cluster = Cluster::start(1, &[]);
+    cluster.wait_ready(0);
+    let node = &mut cluster.nodes[0];
+    node.kill9();
+    node.args.push("--cluster".into());
+    node.args.push("127.0.0.1:1".into());
+    node.restart();
+    let status = node.wait_exit(Duration::from_secs(10)).expect("must exit");
+    assert!(!status.success());
+    let log = node.log();
+    assert!(log.contains("refusing to start"), "{log}");
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully_and_keeps_data() {
+    let mut cluster = Cluster::start(1, &[]);
+    cluster.wait_ready(0);
+    let a = put(&cluster.nodes[0], "durable", b"yes");
+    assert!(a.status == 200 || a.status == 201);
+    let status = cluster.nodes[0]
+        .signal_and_wait(libc::SIGTERM, Duration::from_secs(10))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    cluster.nodes[0].restart();
+    cluster.nodes[0].wait_http();
+    cluster.wait_ready(0);
+    assert_eq!(get(&cluster.nodes[0], "durable").body, b"yes");
+}
