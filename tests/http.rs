@@ -340,6 +340,9 @@ async fn store_errors_map_to_503() {
     s.store.set_failure(Some(StoreError::ShuttingDown));
     let r = s.request("PUT", "/k", &[], b"v").await;
     assert_eq!((r.status, r.text()), (503, "shutting down\n"));
+    s.store.set_failure(Some(StoreError::TooLarge));
+    let r = s.request("PUT", "/k", &[], b"v").await;
+    assert_eq!(r.status, 413);
 }
 
 #[tokio::test]

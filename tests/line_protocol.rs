@@ -1,5 +1,12 @@
 //! The line protocol over real TCP on 127.0.0.1, byte by byte, with a [`MemoryStore`] behind.
 //! Every read is bounded by [`READ_TIMEOUT`], so a hung server fails the test instead of hanging.
+//!
+//! Teeth (each break tried on purpose, each caught by the named test):
+//! - replies in completion order (`FuturesUnordered`): `pipelined_replies_keep_request_order`;
+//! - no per-key wait within a connection: the same test (`GET a` after `PUT a 1` saw NOT_FOUND);
+//! - a pipeline window of 1 (no concurrency): `pipelined_requests_run_concurrently`;
+//! - not discarding the rest of an unterminated over-long line:
+//!   `over_long_line_is_refused_then_next_line_works`.
 
 use std::time::{Duration, Instant};
 
