@@ -7,7 +7,7 @@
 //! tests and benches.
 //!
 //! - [`http`]: the HTTP API (axum), for curl and programs.
-//! - [`line`]: the line protocol, for netcat; its pure parser is [`line_parse`].
+//! - [`line`](mod@line): the line protocol, for netcat; its pure parser is [`line_parse`].
 //!
 //! Both servers share the limits below and the key rules of [`validate_key`].
 
