@@ -11,8 +11,11 @@
 //! | 14     | 2     | from     | the sender's [`NodeId`]                                        |
 //! | 16     | n     | payload  | postcard encoding of the message; nothing may follow it        |
 //!
-//! Decoding never panics and never allocates more than the datagram can describe: postcard reads
-//! from the borrowed slice, and every length it meets is bounded by the bytes left. A datagram is
+//! Decoding never panics, and its allocations are bounded by the datagram: postcard reads from the
+//! borrowed slice, a byte string longer than the bytes left fails before allocating, and a
+//! sequence's preallocation is capped by the bytes left (postcard's `size_hint`), itself at most
+//! [`DATAGRAM_BYTES_MAX`]. Message types should avoid `HashMap` fields: serde preallocates maps
+//! from the claimed length (up to its 1 MiB "cautious" cap) before any element is read. A datagram is
 //! at most [`DATAGRAM_BYTES_MAX`] bytes, so senders batch up to that budget (GUIDE.md §4, UDP).
 
 use serde::{de::DeserializeOwned, Serialize};

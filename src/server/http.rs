@@ -18,8 +18,8 @@
 //!
 //! **Reads** are linearizable unless the query says `stale=true` (or `stale`, `stale=1`).
 //!
-//! **Errors.** [`StoreError`]s become 503 with the error's message; text bodies end with a
-//! newline so that curl output stays readable. An `If-Match: *` is a read followed by a
+//! **Errors.** [`StoreError`]s become 503 with the error's message (with `Retry-After` unless the
+//! outcome is unknown), except `TooLarge` which is 413; text bodies end with a newline so that curl output stays readable. An `If-Match: *` is a read followed by a
 //! compare-and-swap on the revision read: a concurrent write in between gives 412.
 
 use std::future::Future;
@@ -103,6 +103,9 @@ fn method_not_allowed(allow: &'static str) -> Response {
 }
 
 fn store_error(error: StoreError) -> Response {
+    if error == StoreError::TooLarge {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, &error);
+    }
     let retry = !matches!(error, StoreError::OutcomeUnknown);
     let mut response = text(StatusCode::SERVICE_UNAVAILABLE, &error);
     if retry {

@@ -91,7 +91,9 @@ pub async fn serve_line<S: Store>(
     // `stop` tells connections to finish; `done` closes when the last connection task ends.
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let permits = Arc::new(Semaphore::new(options.connections_max));
+    let permits = Arc::new(Semaphore::new(
+        options.connections_max.min(Semaphore::MAX_PERMITS),
+    ));
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {

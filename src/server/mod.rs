@@ -7,7 +7,7 @@
 //! tests and benches.
 //!
 //! - [`http`]: the HTTP API (axum), for curl and programs.
-//! - [`line`]: the line protocol, for netcat; its pure parser is [`line_parse`].
+//! - [`line`](mod@line): the line protocol, for netcat; its pure parser is [`line_parse`].
 //!
 //! Both servers share the limits below and the key rules of [`validate_key`].
 
@@ -63,6 +63,10 @@ pub enum StoreError {
     /// The node is stopping and takes no new requests.
     #[error("shutting down")]
     ShuttingDown,
+    /// The node refused the request as too large to replicate (the servers already enforce
+    /// [`KEY_BYTES_MAX`] and [`VALUE_BYTES_MAX`]; this is the node's own last check).
+    #[error("too large: the request does not fit one replicated command")]
+    TooLarge,
 }
 
 /// One member as this node sees it.
