@@ -179,7 +179,7 @@ fn leader_killed_mid_load_a_new_leader_takes_over() {
     };
     cluster.nodes[leader].kill9();
     let new_leader = wait_until(Duration::from_secs(10), || {
-        cluster.leader().is_some_and(|l| l != leader)
+        cluster.leader_now().is_some_and(|l| l != leader)
     });
     assert!(
         new_leader,
@@ -309,4 +309,48 @@ fn sigterm_shuts_down_gracefully_and_keeps_data() {
     cluster.nodes[0].wait_http();
     cluster.wait_ready(0);
     assert_eq!(get(&cluster.nodes[0], "durable").body, b"yes");
+}
+
+/// The line protocol against a real node, byte by byte: writes and reads from two nodes, a CAS
+/// conflict, bad input that leaves the connection usable, and QUIT.
+#[test]
+fn line_protocol_against_a_real_cluster() {
+    use std::io::{BufRead, BufReader, Write};
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(0);
+    let connect = |i: usize| {
+        let stream =
+            std::net::TcpStream::connect(cluster.nodes[i].line_addr()).expect("connect line port");
+        stream
+            .set_read_timeout(Some(HTTP_TIMEOUT))
+            .expect("read timeout");
+        let reader = BufReader::new(stream.try_clone().expect("clone"));
+        (stream, reader)
+    };
+    let ask = |conn: &mut (std::net::TcpStream, BufReader<std::net::TcpStream>), line: &[u8]| {
+        conn.0.write_all(line).expect("send");
+        let mut reply = String::new();
+        conn.1.read_line(&mut reply).expect("reply");
+        reply
+    };
+    let mut a = connect(0);
+    let mut b = connect(2);
+    let put = ask(&mut a, b"PUT greeting hello world\r\n");
+    let revision: u64 = put
+        .strip_prefix("OK ")
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or_else(|| panic!("PUT reply {put:?}"));
+    assert_eq!(ask(&mut b, b"GET greeting\n"), "VALUE hello world\n");
+    assert_eq!(
+        ask(&mut b, format!("CAS greeting {} hi\n", revision + 100).as_bytes()),
+        format!("CONFLICT {revision}\n")
+    );
+    assert!(ask(&mut b, b"FROB x\n").starts_with("ERR "));
+    assert!(ask(&mut b, b"GET a\0b\n").starts_with("ERR "));
+    assert_eq!(ask(&mut b, b"PING\n"), "PONG\n");
+    assert_eq!(ask(&mut a, b"DEL greeting\n"), "OK\n");
+    assert_eq!(ask(&mut b, b"GET greeting\n"), "NOT_FOUND\n");
+    ask(&mut a, b"QUIT\n");
+    let mut rest = String::new();
+    assert_eq!(a.1.read_line(&mut rest).expect("eof"), 0, "QUIT closes");
 }

@@ -249,8 +249,23 @@ impl Cluster {
             .join("\n")
     }
 
-    /// Index of the node that reports itself leader, if any.
+    /// Index of the node that reports itself leader, waiting a little for the status pages
+    /// (refreshed every few ticks) to show one.
     pub fn leader(&self) -> Option<usize> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(i) = self.leader_now() {
+                return Some(i);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Index of the node that reports itself leader right now, if any.
+    pub fn leader_now(&self) -> Option<usize> {
         self.nodes.iter().position(|n| {
             n.is_running()
                 && status(n)

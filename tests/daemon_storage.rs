@@ -1,0 +1,120 @@
+//! A node's own storage at daemon level: a torn WAL tail is truncated and the node starts; a WAL
+//! corrupt in the middle makes the node refuse to start, naming the file, the offset and the
+//! word "corrupt"; the operator's `consens wal verify` agrees with the node.
+//!
+//! The tests find record frames by walking the segment as `wal-format.md` lays it out (a 64-byte
+//! segment header, then 8-byte-aligned frames whose `u32` payload length sits at byte 4).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use support::cluster::*;
+
+const SEGMENT_HEADER_BYTES: usize = 64;
+const RECORD_HEADER_BYTES: usize = 24;
+
+/// The node's (only) WAL segment.
+fn segment(data_dir: &Path) -> PathBuf {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data_dir.join("wal"))
+        .expect("wal dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    files.sort();
+    files.pop().expect("a segment")
+}
+
+/// Offsets of every record frame in a segment.
+fn frames(bytes: &[u8]) -> Vec<usize> {
+    let mut at = SEGMENT_HEADER_BYTES;
+    let mut found = Vec::new();
+    while at + RECORD_HEADER_BYTES <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+        if len == 0 && bytes[at..at + RECORD_HEADER_BYTES].iter().all(|b| *b == 0) {
+            break;
+        }
+        found.push(at);
+        at += (RECORD_HEADER_BYTES + len).div_ceil(8) * 8;
+    }
+    found
+}
+
+/// A one-node cluster with a few writes, stopped gracefully so that its WAL is complete.
+fn node_with_writes() -> Cluster {
+    let mut cluster = Cluster::start(1, &[]);
+    cluster.wait_ready(0);
+    for i in 0..5 {
+        let a = put(&cluster.nodes[0], &format!("k{i}"), b"v");
+        assert!(a.status == 200 || a.status == 201, "{}", a.body_text());
+    }
+    cluster.nodes[0]
+        .signal_and_wait(libc::SIGTERM, Duration::from_secs(10))
+        .expect("stops");
+    cluster
+}
+
+fn verify(data_dir: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_consens"))
+        .args(["wal", "verify"])
+        .arg(data_dir.join("wal"))
+        .output()
+        .expect("run consens wal verify");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn a_torn_tail_is_truncated_and_the_node_starts() {
+    let mut cluster = node_with_writes();
+    let data_dir = cluster.nodes[0].data_dir.clone();
+    let path = segment(&data_dir);
+    let mut bytes = std::fs::read(&path).expect("read segment");
+    let last = *frames(&bytes).last().expect("records");
+    // A torn write: the last record's payload is half garbage.
+    bytes[last + RECORD_HEADER_BYTES] ^= 0xFF;
+    std::fs::write(&path, &bytes).expect("write segment");
+    let (ok, report) = verify(&data_dir);
+    assert!(ok, "verify must accept a torn tail: {report}");
+    cluster.nodes[0].restart();
+    cluster.nodes[0].wait_http();
+    cluster.wait_ready(0);
+    for i in 0..4 {
+        let a = get(&cluster.nodes[0], &format!("k{i}"));
+        assert_eq!(a.status, 200, "k{i} after truncating the torn tail");
+    }
+    assert!(
+        cluster.nodes[0].log().contains("torn"),
+        "the truncation is logged"
+    );
+}
+
+#[test]
+fn a_corrupt_record_in_the_middle_refuses_start_naming_file_and_offset() {
+    let mut cluster = node_with_writes();
+    let data_dir = cluster.nodes[0].data_dir.clone();
+    let path = segment(&data_dir);
+    let mut bytes = std::fs::read(&path).expect("read segment");
+    let first = frames(&bytes)[0];
+    bytes[first + RECORD_HEADER_BYTES] ^= 0x01;
+    std::fs::write(&path, &bytes).expect("write segment");
+    let (ok, report) = verify(&data_dir);
+    assert!(!ok, "verify must refuse corruption: {report}");
+    assert!(report.contains("corrupt"), "{report}");
+    cluster.nodes[0].restart();
+    let status = cluster.nodes[0]
+        .wait_exit(Duration::from_secs(20))
+        .expect("a node with a corrupt WAL exits");
+    assert!(!status.success());
+    let log = cluster.nodes[0].log();
+    let file_name = path.file_name().and_then(|n| n.to_str()).expect("name");
+    assert!(log.contains("corrupt"), "{log}");
+    assert!(log.contains(file_name), "the file is named: {log}");
+    assert!(
+        log.contains(&format!("at offset {first}")),
+        "the offset {first} is named: {log}"
+    );
+}
