@@ -342,7 +342,10 @@ fn line_protocol_against_a_real_cluster() {
         .unwrap_or_else(|| panic!("PUT reply {put:?}"));
     assert_eq!(ask(&mut b, b"GET greeting\n"), "VALUE hello world\n");
     assert_eq!(
-        ask(&mut b, format!("CAS greeting {} hi\n", revision + 100).as_bytes()),
+        ask(
+            &mut b,
+            format!("CAS greeting {} hi\n", revision + 100).as_bytes()
+        ),
         format!("CONFLICT {revision}\n")
     );
     assert!(ask(&mut b, b"FROB x\n").starts_with("ERR "));
@@ -353,4 +356,72 @@ fn line_protocol_against_a_real_cluster() {
     ask(&mut a, b"QUIT\n");
     let mut rest = String::new();
     assert_eq!(a.1.read_line(&mut rest).expect("eof"), 0, "QUIT closes");
+}
+
+/// Datagrams from outside the cluster, malformed ones and forged ones are dropped and counted,
+/// and the node keeps serving.
+#[test]
+fn stray_and_malformed_datagrams_are_dropped_and_counted() {
+    use consens::net::codec::{encode, Header};
+    use consens::net::wire::Wire;
+    use consens::paxos::types::{Ballot, NodeId};
+    use consens::paxos::Message;
+    let cluster = Cluster::start(1, &[]);
+    cluster.wait_ready(0);
+    let node = &cluster.nodes[0];
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], node.port));
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let members = vec![target];
+    let heartbeat = Wire::Paxos(Message::Heartbeat {
+        ballot: Ballot {
+            round: 1_000,
+            node: NodeId(0),
+        },
+        commit: 1_000_000,
+        read_round: 0,
+    });
+    let mut foreign = Vec::new();
+    let other_cluster = consens::config::cluster_id(&members) ^ 1;
+    encode(
+        &Header {
+            cluster: other_cluster,
+            from: NodeId(0),
+        },
+        &heartbeat,
+        &mut foreign,
+    )
+    .expect("encode");
+    let mut forged = Vec::new();
+    encode(
+        &Header {
+            cluster: consens::config::cluster_id(&members),
+            from: NodeId(0),
+        },
+        &heartbeat,
+        &mut forged,
+    )
+    .expect("encode");
+    let mut truncated = forged.clone();
+    truncated.truncate(forged.len() - 3);
+    for datagram in [
+        &b"garbage"[..],
+        &[0u8; 0][..],
+        &foreign[..],
+        &forged[..],
+        &truncated[..],
+        &[0xFFu8; 60_000][..],
+    ] {
+        socket.send_to(datagram, target).expect("send");
+    }
+    let counted = wait_until(Duration::from_secs(5), || {
+        status(node).is_some_and(|s| {
+            let d = &s["datagrams"];
+            d["dropped_malformed"].as_u64().unwrap_or(0) >= 4
+                && d["dropped_foreign_cluster"].as_u64() == Some(1)
+                && d["dropped_unknown_sender"].as_u64() == Some(1)
+        })
+    });
+    assert!(counted, "drops not counted: {:?}", status(node));
+    let a = put(node, "still", b"serving");
+    assert!(a.status == 200 || a.status == 201, "{}", a.body_text());
 }

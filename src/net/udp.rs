@@ -43,6 +43,25 @@ impl NetCounters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Every counter by name, for the status page.
+    pub fn by_name(&self) -> std::collections::BTreeMap<String, u64> {
+        [
+            ("sent", &self.sent),
+            ("sent_bytes", &self.sent_bytes),
+            ("send_failed", &self.send_failed),
+            ("received", &self.received),
+            ("received_bytes", &self.received_bytes),
+            ("dropped_oversized", &self.dropped_oversized),
+            ("dropped_malformed", &self.dropped_malformed),
+            ("dropped_foreign_cluster", &self.dropped_foreign),
+            ("dropped_unknown_sender", &self.dropped_unknown_sender),
+            ("dropped_queue_full", &self.dropped_queue_full),
+        ]
+        .into_iter()
+        .map(|(name, c)| (name.to_string(), c.load(Ordering::Relaxed)))
+        .collect()
+    }
+
     /// Total datagrams dropped for any reason.
     pub fn dropped(&self) -> u64 {
         [
@@ -82,6 +101,11 @@ impl PeerNet {
             counters,
             buf: Vec::with_capacity(DATAGRAM_BYTES_MAX),
         }
+    }
+
+    /// The counters this sender shares with the receive task.
+    pub fn counters(&self) -> &NetCounters {
+        &self.counters
     }
 
     /// Sends `wire` to member `to`, or drops it (counted) if it cannot go right now.

@@ -469,6 +469,7 @@ impl NodeLoop {
             self.kv.applied(),
             &self.last_heard,
             now,
+            self.peers.counters(),
         );
         self.status_tx.send_replace(status);
     }

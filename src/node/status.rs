@@ -1,6 +1,7 @@
 //! The `/_status` view of a node, built by the event loop from the core's status.
 
 use crate::config::ServeConfig;
+use crate::net::udp::NetCounters;
 use crate::node::event_loop::LoopConfig;
 use crate::paxos::ReplicaStatus;
 use crate::server::{MemberStatus, NodeStatus};
@@ -26,6 +27,7 @@ pub fn initial(config: &ServeConfig) -> NodeStatus {
                 last_heard_ms_ago: None,
             })
             .collect(),
+        datagrams: Default::default(),
     }
 }
 
@@ -36,6 +38,7 @@ pub fn build(
     applied: u64,
     last_heard: &[Option<Instant>],
     now: Instant,
+    counters: &NetCounters,
 ) -> NodeStatus {
     NodeStatus {
         node: config.advertise.clone(),
@@ -69,5 +72,6 @@ pub fn build(
                 }
             })
             .collect(),
+        datagrams: counters.by_name(),
     }
 }

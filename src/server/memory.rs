@@ -137,6 +137,7 @@ impl Store for MemoryStore {
                 is_self: true,
                 last_heard_ms_ago: None,
             }],
+            datagrams: Default::default(),
         }
     }
 

@@ -99,6 +99,9 @@ pub struct NodeStatus {
     pub applied: u64,
     /// Every member, including this node.
     pub members: Vec<MemberStatus>,
+    /// Peer datagrams by fate: sent, received, and dropped by reason (oversized, malformed,
+    /// from another cluster, from a non-member, queue full).
+    pub datagrams: std::collections::BTreeMap<String, u64>,
 }
 
 /// What the servers need from the node. Cheap to clone (an `Arc` inside): every connection and
