@@ -22,6 +22,8 @@ pub const DATA_DIR_ROOT_DEFAULT: &str = "consens-data";
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 /// A state-machine snapshot is taken (and the WAL compacted) every this many applied slots.
 pub const SNAPSHOT_EVERY_SLOTS_DEFAULT: u64 = 100_000;
+/// ... or every this many bytes appended to the WAL, whichever comes first.
+pub const SNAPSHOT_EVERY_BYTES_DEFAULT: u64 = 256 << 20;
 /// Decided slots kept in memory below the snapshot for peers that are a little behind.
 pub const CATCH_UP_RETAIN_SLOTS_DEFAULT: u64 = 10_000;
 /// Idle line-protocol connections are closed after this long.
@@ -66,6 +68,9 @@ pub struct ServeArgs {
     /// Take a snapshot and compact the WAL every this many applied slots.
     #[arg(long, env = "SNAPSHOT_EVERY_SLOTS", default_value_t = SNAPSHOT_EVERY_SLOTS_DEFAULT)]
     pub snapshot_every_slots: u64,
+    /// Also take a snapshot once the WAL has grown by this many bytes since the last one.
+    #[arg(long, env = "SNAPSHOT_EVERY_BYTES", default_value_t = SNAPSHOT_EVERY_BYTES_DEFAULT)]
+    pub snapshot_every_bytes: u64,
     /// Decided slots kept in memory below the newest snapshot, so that a peer only a little
     /// behind catches up from the log instead of receiving the whole snapshot.
     #[arg(long, env = "CATCH_UP_RETAIN_SLOTS", default_value_t = CATCH_UP_RETAIN_SLOTS_DEFAULT)]
@@ -107,6 +112,7 @@ pub struct ServeConfig {
     pub advertise: String,
     pub request_timeout: Duration,
     pub snapshot_every_slots: u64,
+    pub snapshot_every_bytes: u64,
     pub catch_up_retain_slots: u64,
     pub idle_timeout: Duration,
     pub connections_max: usize,
@@ -166,6 +172,7 @@ impl ServeConfig {
             members,
             request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
             snapshot_every_slots: args.snapshot_every_slots.max(1),
+            snapshot_every_bytes: args.snapshot_every_bytes.max(1),
             catch_up_retain_slots: args.catch_up_retain_slots,
             idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
             connections_max: args.connections_max.max(1),

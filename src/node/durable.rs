@@ -76,6 +76,8 @@ pub struct Durable {
     dirty: bool,
     /// Reused encode buffer.
     buf: Vec<u8>,
+    /// Payload bytes appended since the last compaction (a snapshot trigger).
+    bytes_since_compact: u64,
 }
 
 impl Durable {
@@ -117,6 +119,7 @@ impl Durable {
             disk_full: None,
             dirty: false,
             buf: Vec::with_capacity(1024),
+            bytes_since_compact: 0,
         };
         Ok((durable, recovered))
     }
@@ -171,10 +174,11 @@ impl Durable {
         let encoded = postcard::to_extend(record, std::mem::take(&mut self.buf))
             .expect("postcard encodes a consensus record into a Vec");
         let lsn = self.wal.append(CONSENSUS_RECORD_TYPE, &encoded);
-        self.buf = encoded;
         if lsn.is_ok() {
             self.dirty = true;
+            self.bytes_since_compact += encoded.len() as u64;
         }
+        self.buf = encoded;
         lsn
     }
 
@@ -191,6 +195,11 @@ impl Durable {
         }
         self.synced = self.appended;
         Ok(Some(self.synced))
+    }
+
+    /// Payload bytes appended since the last compaction.
+    pub fn bytes_since_compact(&self) -> u64 {
+        self.bytes_since_compact
     }
 
     /// A snapshot from a peer now covers slots `<= upto`.
@@ -217,6 +226,7 @@ impl Durable {
         }
         let newly_durable = self.sync()?;
         let removed = self.wal.compact(first)?;
+        self.bytes_since_compact = 0;
         tracing::debug!(
             snapshot_slot = upto,
             checkpoint_records = checkpoint.len(),

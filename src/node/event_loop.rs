@@ -63,6 +63,7 @@ pub struct LoopConfig {
     pub advertise: String,
     pub request_timeout: Duration,
     pub snapshot_every_slots: u64,
+    pub snapshot_every_bytes: u64,
     pub boot: u64,
 }
 
@@ -416,7 +417,10 @@ impl NodeLoop {
 
     fn maybe_snapshot(&mut self) {
         let applied = self.kv.applied();
-        if applied < self.snapshot_slot + self.config.snapshot_every_slots {
+        let slots_due = applied >= self.snapshot_slot + self.config.snapshot_every_slots;
+        let bytes_due = applied > self.snapshot_slot
+            && self.durable.bytes_since_compact() >= self.config.snapshot_every_bytes;
+        if !slots_due && !bytes_due {
             return;
         }
         let payload = self.kv.to_snapshot_bytes();

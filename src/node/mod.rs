@@ -164,6 +164,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
             advertise: config.advertise.clone(),
             request_timeout: config.request_timeout,
             snapshot_every_slots: config.snapshot_every_slots,
+            snapshot_every_bytes: config.snapshot_every_bytes,
             boot,
         },
         replica,
