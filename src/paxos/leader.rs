@@ -59,6 +59,8 @@ pub(crate) struct Leadership {
     pub(crate) heard_at: Vec<u64>,
     /// When the next heartbeat goes out.
     pub(crate) heartbeat_at: u64,
+    /// The decided prefix last told to the followers (on an accept or a heartbeat).
+    pub(crate) commit_sent: Slot,
 }
 
 impl Leadership {
@@ -301,6 +303,7 @@ impl Replica {
             recovered_upto: last,
             heard_at: vec![now; usize::from(self.config.members)],
             heartbeat_at: now,
+            commit_sent: 0,
         });
         self.leader_changed();
     }
@@ -342,10 +345,25 @@ impl Replica {
                 sent_at: None,
             });
         }
+        let ballot = leadership.ballot;
         if leadership.unsent >= leadership.proposals.len() {
+            if leadership.commit_sent < decided_upto {
+                // Nothing new to propose: tell the followers what was decided right away, so
+                // that clients waiting on them are answered now, not at the next heartbeat.
+                leadership.commit_sent = decided_upto;
+                for peer in self.peers().collect::<Vec<_>>() {
+                    self.send(
+                        peer,
+                        Message::Heartbeat {
+                            ballot,
+                            commit: decided_upto,
+                            read_round: 0,
+                        },
+                    );
+                }
+            }
             return;
         }
-        let ballot = leadership.ballot;
         let base = leadership.base;
         let mut entries = Vec::with_capacity(leadership.proposals.len() - leadership.unsent);
         for (i, p) in leadership
@@ -358,6 +376,7 @@ impl Replica {
             entries.push((base + i as Slot, p.value.clone()));
         }
         leadership.unsent = leadership.proposals.len();
+        leadership.commit_sent = decided_upto;
         for to in 0..self.config.members {
             self.send_accepts(NodeId(to), ballot, entries.clone());
         }

@@ -300,3 +300,29 @@ fn oversized_commands_are_refused() {
     };
     assert!(r.propose(big).is_err());
 }
+
+#[test]
+fn a_command_is_decided_without_waiting_for_any_timer() {
+    let mut c = Cluster::new(3);
+    c.ticks(100);
+    let leader = c.leader().expect("leader");
+    let follower = (leader + 1) % 3;
+    c.nodes[leader]
+        .propose(put(leader as u16, 1, "a"))
+        .expect("proposed");
+    c.drain();
+    assert_eq!(
+        commands(&c.applied[leader]).len(),
+        1,
+        "decided on the leader at once"
+    );
+    c.nodes[follower]
+        .propose(put(follower as u16, 2, "b"))
+        .expect("proposed");
+    c.drain();
+    assert_eq!(
+        commands(&c.applied[leader]).len(),
+        2,
+        "a forwarded command too"
+    );
+}
