@@ -8,6 +8,7 @@
 //! - [`node`]: the daemon: owns the core, the WAL, the sockets and the timers; runs effects in
 //!   order (persist → send → sync → apply → reply).
 //! - [`server`]: HTTP and line-protocol front ends; they talk to the node through a `Store`.
+//! - [`metrics`]: Prometheus metrics served on `/_metrics`.
 //! - [`snapshot`]: state-machine snapshots on disk and in chunks on the wire.
 //! - [`config`], [`cli`]: flags, address resolution, subcommands.
 
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod fs_durable;
 pub mod kv;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod paxos;

@@ -425,3 +425,41 @@ fn stray_and_malformed_datagrams_are_dropped_and_counted() {
     let a = put(node, "still", b"serving");
     assert!(a.status == 200 || a.status == 201, "{}", a.body_text());
 }
+
+/// `/_metrics` serves Prometheus text with what an operator needs to see where time goes.
+#[test]
+fn metrics_show_requests_wal_syncs_and_datagrams() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(0);
+    let leader = cluster.leader().expect("leader");
+    for i in 0..10 {
+        let a = put(&cluster.nodes[leader], &format!("m{i}"), b"v");
+        assert!(a.status == 200 || a.status == 201, "{}", a.body_text());
+    }
+    assert_eq!(get(&cluster.nodes[leader], "m0").status, 200);
+    let m = request("GET", &cluster.nodes[leader], "/_metrics", &[], None);
+    assert_eq!(m.status, 200);
+    let text = m.body_text();
+    for needle in [
+        r#"consens_requests_total{kind="put",outcome="ok"}"#,
+        r#"consens_request_seconds_count{kind="get",outcome="ok"}"#,
+        "consens_proposals_total",
+        "consens_batch_commands_count",
+        "consens_slots_in_flight",
+        "consens_wal_sync_seconds_count",
+        "consens_wal_bytes_total",
+        "consens_elections_total",
+        "consens_ballot_round",
+        "consens_datagrams_sent_total",
+        "consens_datagrams_received_total",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    let puts_ok = text
+        .lines()
+        .find(|l| l.starts_with(r#"consens_requests_total{kind="put",outcome="ok"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("a put counter");
+    assert!(puts_ok >= 10, "{puts_ok} puts counted");
+}

@@ -6,11 +6,12 @@
 //! Anything else is dropped and counted, never a crash. Sending never blocks the event loop: a
 //! datagram the kernel cannot take right now is dropped and the core's retransmit timers cover it.
 
+use crate::metrics::{DropLabels, Metrics};
 use crate::net::codec::{self, DropReason, Header, DATAGRAM_BYTES_MAX};
 use crate::net::wire::Wire;
 use crate::paxos::types::NodeId;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -18,63 +19,52 @@ use tokio::sync::mpsc;
 /// Capacity of the queue from the receive task to the event loop; beyond it datagrams are dropped.
 pub const INBOUND_QUEUE_DATAGRAMS_MAX: usize = 8192;
 
-/// Counts of datagrams by fate, shared by the receive task, the sender and the status page.
-#[derive(Debug, Default)]
-pub struct NetCounters {
-    pub sent: AtomicU64,
-    pub sent_bytes: AtomicU64,
-    pub send_failed: AtomicU64,
-    pub received: AtomicU64,
-    pub received_bytes: AtomicU64,
-    pub dropped_oversized: AtomicU64,
-    pub dropped_malformed: AtomicU64,
-    pub dropped_foreign: AtomicU64,
-    pub dropped_unknown_sender: AtomicU64,
-    pub dropped_queue_full: AtomicU64,
+/// Why a datagram was dropped, as the metrics and the status page name it.
+fn drop_reason(reason: &DropReason) -> &'static str {
+    match reason {
+        DropReason::Oversized { .. } => DROPPED_OVERSIZED,
+        DropReason::WrongCluster { .. } => DROPPED_FOREIGN_CLUSTER,
+        _ => DROPPED_MALFORMED,
+    }
 }
 
-impl NetCounters {
-    fn count(&self, reason: &DropReason) {
-        let counter = match reason {
-            DropReason::Oversized { .. } => &self.dropped_oversized,
-            DropReason::WrongCluster { .. } => &self.dropped_foreign,
-            _ => &self.dropped_malformed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
+/// Drop reasons (metric labels and status keys).
+pub const DROPPED_OVERSIZED: &str = "oversized";
+pub const DROPPED_MALFORMED: &str = "malformed";
+pub const DROPPED_FOREIGN_CLUSTER: &str = "foreign_cluster";
+pub const DROPPED_UNKNOWN_SENDER: &str = "unknown_sender";
+pub const DROPPED_QUEUE_FULL: &str = "queue_full";
+const DROP_REASONS: [&str; 5] = [
+    DROPPED_OVERSIZED,
+    DROPPED_MALFORMED,
+    DROPPED_FOREIGN_CLUSTER,
+    DROPPED_UNKNOWN_SENDER,
+    DROPPED_QUEUE_FULL,
+];
 
-    /// Every counter by name, for the status page.
-    pub fn by_name(&self) -> std::collections::BTreeMap<String, u64> {
-        [
-            ("sent", &self.sent),
-            ("sent_bytes", &self.sent_bytes),
-            ("send_failed", &self.send_failed),
-            ("received", &self.received),
-            ("received_bytes", &self.received_bytes),
-            ("dropped_oversized", &self.dropped_oversized),
-            ("dropped_malformed", &self.dropped_malformed),
-            ("dropped_foreign_cluster", &self.dropped_foreign),
-            ("dropped_unknown_sender", &self.dropped_unknown_sender),
-            ("dropped_queue_full", &self.dropped_queue_full),
-        ]
-        .into_iter()
-        .map(|(name, c)| (name.to_string(), c.load(Ordering::Relaxed)))
-        .collect()
+/// Datagram counts by name, for the status page.
+pub fn datagram_counts(metrics: &Metrics) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::from([
+        ("sent".to_string(), metrics.datagrams_sent.get()),
+        ("sent_bytes".to_string(), metrics.datagram_bytes_sent.get()),
+        (
+            "send_failed".to_string(),
+            metrics.datagrams_send_failed.get(),
+        ),
+        ("received".to_string(), metrics.datagrams_received.get()),
+        (
+            "received_bytes".to_string(),
+            metrics.datagram_bytes_received.get(),
+        ),
+    ]);
+    for reason in DROP_REASONS {
+        let n = metrics
+            .datagrams_dropped
+            .get(&DropLabels { reason })
+            .map_or(0, |c| c.get());
+        counts.insert(format!("dropped_{reason}"), n);
     }
-
-    /// Total datagrams dropped for any reason.
-    pub fn dropped(&self) -> u64 {
-        [
-            &self.dropped_oversized,
-            &self.dropped_malformed,
-            &self.dropped_foreign,
-            &self.dropped_unknown_sender,
-            &self.dropped_queue_full,
-        ]
-        .iter()
-        .map(|c| c.load(Ordering::Relaxed))
-        .sum()
-    }
+    counts
 }
 
 /// The send side, owned by the event loop.
@@ -82,7 +72,7 @@ pub struct PeerNet {
     socket: Arc<UdpSocket>,
     header: Header,
     members: Vec<SocketAddr>,
-    counters: Arc<NetCounters>,
+    metrics: Arc<Metrics>,
     /// Reused encode buffer.
     buf: Vec<u8>,
 }
@@ -92,20 +82,20 @@ impl PeerNet {
         socket: Arc<UdpSocket>,
         header: Header,
         members: Vec<SocketAddr>,
-        counters: Arc<NetCounters>,
+        metrics: Arc<Metrics>,
     ) -> PeerNet {
         PeerNet {
             socket,
             header,
             members,
-            counters,
+            metrics,
             buf: Vec::with_capacity(DATAGRAM_BYTES_MAX),
         }
     }
 
-    /// The counters this sender shares with the receive task.
-    pub fn counters(&self) -> &NetCounters {
-        &self.counters
+    /// The metrics this sender shares with the receive task and the event loop.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Sends `wire` to member `to`, or drops it (counted) if it cannot go right now.
@@ -118,19 +108,19 @@ impl PeerNet {
             // The core budgets every message to fit; failing here is a broken invariant upstream,
             // but dropping is safe (retransmission or the client's timeout covers it).
             tracing::error!(error = %e, %to, "datagram not encodable; dropped");
-            self.counters.send_failed.fetch_add(1, Ordering::Relaxed);
+            self.metrics.datagrams_send_failed.inc();
             return;
         }
         match self.socket.try_send_to(&self.buf, addr) {
             Ok(_) => {
-                self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .sent_bytes
-                    .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+                self.metrics.datagrams_sent.inc();
+                self.metrics
+                    .datagram_bytes_sent
+                    .inc_by(self.buf.len() as u64);
             }
             Err(e) => {
                 tracing::trace!(error = %e, %addr, "datagram not sent");
-                self.counters.send_failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.datagrams_send_failed.inc();
             }
         }
     }
@@ -142,7 +132,7 @@ pub async fn receive_loop(
     cluster: u64,
     members: Vec<SocketAddr>,
     inbound: mpsc::Sender<(NodeId, Wire)>,
-    counters: Arc<NetCounters>,
+    metrics: Arc<Metrics>,
 ) {
     // One byte more than the largest valid datagram, so an oversized one is seen as such
     // instead of silently truncated to a valid-looking size.
@@ -159,15 +149,13 @@ pub async fn receive_loop(
                 continue;
             }
         };
-        counters.received.fetch_add(1, Ordering::Relaxed);
-        counters
-            .received_bytes
-            .fetch_add(len as u64, Ordering::Relaxed);
+        metrics.datagrams_received.inc();
+        metrics.datagram_bytes_received.inc_by(len as u64);
         let (header, wire) = match codec::decode::<Wire>(&buf[..len], cluster) {
             Ok(x) => x,
             Err(reason) => {
                 tracing::debug!(%from_addr, %reason, "datagram dropped");
-                counters.count(&reason);
+                metrics.dropped(drop_reason(&reason));
                 continue;
             }
         };
@@ -176,15 +164,13 @@ pub async fn receive_loop(
             .is_some_and(|addr| *addr == from_addr);
         if !sender_ok {
             tracing::debug!(%from_addr, from = %header.from, "datagram from a non-member dropped");
-            counters
-                .dropped_unknown_sender
-                .fetch_add(1, Ordering::Relaxed);
+            metrics.dropped(DROPPED_UNKNOWN_SENDER);
             continue;
         }
         match inbound.try_send((header.from, wire)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                metrics.dropped(DROPPED_QUEUE_FULL);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return,
         }

@@ -78,6 +78,8 @@ pub struct Durable {
     buf: Vec<u8>,
     /// Payload bytes appended since the last compaction (a snapshot trigger).
     bytes_since_compact: u64,
+    /// Payload bytes appended since the node started (a metric).
+    bytes_total: u64,
 }
 
 impl Durable {
@@ -120,6 +122,7 @@ impl Durable {
             dirty: false,
             buf: Vec::with_capacity(1024),
             bytes_since_compact: 0,
+            bytes_total: 0,
         };
         Ok((durable, recovered))
     }
@@ -177,6 +180,7 @@ impl Durable {
         if lsn.is_ok() {
             self.dirty = true;
             self.bytes_since_compact += encoded.len() as u64;
+            self.bytes_total += encoded.len() as u64;
         }
         self.buf = encoded;
         lsn
@@ -195,6 +199,16 @@ impl Durable {
         }
         self.synced = self.appended;
         Ok(Some(self.synced))
+    }
+
+    /// Payload bytes appended since the node started.
+    pub fn bytes_total(&self) -> u64 {
+        self.bytes_total
+    }
+
+    /// True if something was appended since the last sync.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
     }
 
     /// Payload bytes appended since the last compaction.

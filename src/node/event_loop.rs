@@ -89,6 +89,8 @@ pub struct NodeLoop {
     ticks: u64,
     /// Slot covered by the newest durable snapshot of our own.
     snapshot_slot: Slot,
+    /// WAL bytes already counted in the metrics.
+    wal_bytes_reported: u64,
 }
 
 /// Everything [`NodeLoop::new`] needs, assembled by `node::serve`.
@@ -128,6 +130,7 @@ impl NodeLoop {
             last_heard: vec![None; members],
             ticks: 0,
             snapshot_slot: parts.snapshot_slot,
+            wal_bytes_reported: 0,
         }
     }
 
@@ -183,7 +186,16 @@ impl NodeLoop {
     fn on_tick(&mut self) {
         self.ticks += 1;
         self.replica.tick();
-        self.transfer.tick(&mut self.peers);
+        let chunks = self.transfer.tick(&mut self.peers);
+        if chunks > 0 {
+            self.peers
+                .metrics()
+                .transfers
+                .get_or_create(&crate::metrics::TransferLabels {
+                    kind: "snapshot_chunk_sent",
+                })
+                .inc_by(chunks as u64);
+        }
         if self.durable.has_backlog() {
             // Disk full earlier: try to persist the backlog again now that space may be back.
             self.persist_and_sync(Vec::new());
@@ -202,6 +214,7 @@ impl NodeLoop {
         match wire {
             Wire::Paxos(message) => self.replica.receive(from, message),
             Wire::Snapshot(chunk) => {
+                self.peers.metrics().transfer("snapshot_chunk_received");
                 if let Some((meta, payload)) = self.transfer.receive(chunk) {
                     self.install_snapshot(meta, payload);
                 }
@@ -269,6 +282,7 @@ impl NodeLoop {
             self.next_command += 1;
             match self.replica.propose(Command { id, op: w.op }) {
                 Ok(()) => {
+                    self.peers.metrics().proposals.inc();
                     self.pending_writes.insert(
                         id,
                         PendingWrite {
@@ -355,6 +369,7 @@ impl NodeLoop {
                 send_snapshot,
             } = ready;
             for (to, message) in messages {
+                self.count_message(&message);
                 self.peers.send(to, &Wire::Paxos(message));
             }
             self.persist_and_sync(persist);
@@ -381,7 +396,23 @@ impl NodeLoop {
             }
             Err(PersistError::Fatal(e)) => fatal_sync(e),
         }
-        match self.durable.sync() {
+        self.sync();
+    }
+
+    /// Group commit: one sync for everything appended, then tell the core what is durable.
+    fn sync(&mut self) {
+        let metrics = self.peers.metrics();
+        let started = self.durable.is_dirty().then(Instant::now);
+        let result = self.durable.sync();
+        if let Some(started) = started {
+            metrics
+                .wal_sync_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let total = self.durable.bytes_total();
+            metrics.wal_bytes.inc_by(total - self.wal_bytes_reported);
+            self.wal_bytes_reported = total;
+        }
+        match result {
             Ok(Some(upto)) => self.replica.durable(upto),
             Ok(None) => {}
             Err(e) => fatal_sync(e),
@@ -429,6 +460,7 @@ impl NodeLoop {
             return;
         }
         self.snapshot_slot = applied;
+        self.peers.metrics().transfer("snapshot_taken");
         self.replica.snapshot_taken(applied);
         match self.durable.compact(applied) {
             Ok(Some(upto)) => self.replica.durable(upto),
@@ -457,15 +489,37 @@ impl NodeLoop {
             return;
         }
         tracing::info!(slot = meta.slot, "installed a snapshot from a peer");
+        self.peers.metrics().transfer("snapshot_installed");
         self.kv = kv;
         self.snapshot_slot = meta.slot;
         self.durable.snapshot_installed(meta.slot);
         self.replica.snapshot_installed(meta.slot);
     }
 
+    /// Counts what the metrics want to know of an outgoing message.
+    fn count_message(&self, message: &crate::paxos::Message) {
+        use crate::paxos::Message;
+        let metrics = self.peers.metrics();
+        match message {
+            Message::Accept { entries, .. } if !entries.is_empty() => {
+                metrics.batch_commands.observe(entries.len() as f64)
+            }
+            Message::CatchUp { .. } => metrics.transfer("catch_up_requested"),
+            Message::Decided { .. } => metrics.transfer("catch_up_served"),
+            _ => {}
+        }
+    }
+
     fn publish_status(&mut self) {
         let now = Instant::now();
         let healthy = self.quorum_reachable(now);
+        let core = self.replica.status();
+        let metrics = self.peers.metrics();
+        metrics.slots_in_flight.set(core.in_flight as i64);
+        metrics.ballot_round.set(core.promised.round as i64);
+        metrics
+            .elections
+            .inc_by(core.campaigns.saturating_sub(metrics.elections.get()));
         self.healthy.store(healthy, Ordering::Relaxed);
         let status = crate::node::status::build(
             &self.config,
@@ -473,7 +527,7 @@ impl NodeLoop {
             self.kv.applied(),
             &self.last_heard,
             now,
-            self.peers.counters(),
+            self.peers.metrics(),
         );
         self.status_tx.send_replace(status);
     }

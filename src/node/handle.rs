@@ -5,11 +5,13 @@
 //! (the command was never proposed) and "outcome unknown" (it was proposed but not confirmed in
 //! time), because only the loop knows which of the two happened.
 
+use crate::metrics::Metrics;
 use crate::paxos::types::{Entry, Op, Outcome};
 use crate::server::{Consistency, NodeStatus, Store, StoreError};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Requests the event loop accepts from handles.
@@ -34,10 +36,12 @@ pub struct NodeHandle {
     pub(crate) status: watch::Receiver<NodeStatus>,
     /// Whether this node heard from a quorum recently (kept by the loop).
     pub(crate) healthy: Arc<AtomicBool>,
+    /// Requests are counted and timed here, whichever server they came through.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
-impl Store for NodeHandle {
-    async fn write(&self, op: Op) -> Result<Outcome, StoreError> {
+impl NodeHandle {
+    async fn write_inner(&self, op: Op) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request::Write { op, reply })
@@ -46,7 +50,7 @@ impl Store for NodeHandle {
         answer.await.unwrap_or(Err(StoreError::ShuttingDown))
     }
 
-    async fn read(
+    async fn read_inner(
         &self,
         key: Bytes,
         consistency: Consistency,
@@ -62,6 +66,61 @@ impl Store for NodeHandle {
             .map_err(|_| StoreError::ShuttingDown)?;
         answer.await.unwrap_or(Err(StoreError::ShuttingDown))
     }
+}
+
+/// The metric label of a failed request.
+fn error_label(error: &StoreError) -> &'static str {
+    match error {
+        StoreError::NoQuorum => "no_quorum",
+        StoreError::OutcomeUnknown => "outcome_unknown",
+        StoreError::Unavailable(_) => "unavailable",
+        StoreError::ShuttingDown => "shutting_down",
+        StoreError::TooLarge => "too_large",
+    }
+}
+
+impl Store for NodeHandle {
+    async fn write(&self, op: Op) -> Result<Outcome, StoreError> {
+        let kind = match &op {
+            Op::Put { expect: None, .. } => "put",
+            Op::Put {
+                expect: Some(_), ..
+            } => "cas",
+            Op::Delete { .. } => "delete",
+        };
+        let started = Instant::now();
+        let result = self.write_inner(op).await;
+        let outcome = match &result {
+            Ok(Outcome::Created { .. } | Outcome::Updated { .. } | Outcome::Deleted) => "ok",
+            Ok(Outcome::NotFound) => "not_found",
+            Ok(Outcome::Conflict { .. }) => "conflict",
+            Err(e) => error_label(e),
+        };
+        self.metrics
+            .request(kind, outcome, started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn read(
+        &self,
+        key: Bytes,
+        consistency: Consistency,
+    ) -> Result<Option<Entry>, StoreError> {
+        let kind = match consistency {
+            Consistency::Linearizable => "get",
+            Consistency::Stale => "get_stale",
+        };
+        let started = Instant::now();
+        let result = self.read_inner(key, consistency).await;
+        let outcome = match &result {
+            Ok(Some(_)) => "ok",
+            Ok(None) => "not_found",
+            Err(e) => error_label(e),
+        };
+        self.metrics
+            .request(kind, outcome, started.elapsed().as_secs_f64());
+        result
+    }
 
     fn status(&self) -> NodeStatus {
         self.status.borrow().clone()
@@ -69,5 +128,9 @@ impl Store for NodeHandle {
 
     fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn metrics_text(&self) -> Option<String> {
+        Some(self.metrics.render())
     }
 }

@@ -23,8 +23,9 @@ pub mod transfer;
 
 use crate::config::ServeConfig;
 use crate::kv::KvState;
+use crate::metrics::Metrics;
 use crate::net::codec::Header;
-use crate::net::udp::{self, NetCounters, PeerNet};
+use crate::net::udp::{self, PeerNet};
 use crate::paxos::{Config as CoreConfig, Replica};
 use crate::server::{http, line, NodeStatus};
 use crate::wal::{WalIdentity, WalOptions};
@@ -132,20 +133,20 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
             source,
         })?;
 
-    let counters = Arc::new(NetCounters::default());
+    let metrics = Arc::new(Metrics::new());
     let (inbound_tx, inbound_rx) = mpsc::channel(udp::INBOUND_QUEUE_DATAGRAMS_MAX);
     let receiver = tokio::spawn(udp::receive_loop(
         peer_socket.clone(),
         config.cluster_id,
         config.members.clone(),
         inbound_tx,
-        counters.clone(),
+        metrics.clone(),
     ));
     let header = Header {
         cluster: config.cluster_id,
         from: config.node_id,
     };
-    let peers = PeerNet::new(peer_socket, header, config.members.clone(), counters);
+    let peers = PeerNet::new(peer_socket, header, config.members.clone(), metrics.clone());
 
     let (requests_tx, requests_rx) = mpsc::channel(REQUEST_QUEUE_MAX);
     let initial_status = status::initial(&config);
@@ -155,6 +156,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
         requests: requests_tx,
         status: status_rx,
         healthy: healthy.clone(),
+        metrics: metrics.clone(),
     };
 
     let node_loop = NodeLoop::new(LoopParts {

@@ -1,7 +1,7 @@
 //! The `/_status` view of a node, built by the event loop from the core's status.
 
 use crate::config::ServeConfig;
-use crate::net::udp::NetCounters;
+use crate::metrics::Metrics;
 use crate::node::event_loop::LoopConfig;
 use crate::paxos::ReplicaStatus;
 use crate::server::{MemberStatus, NodeStatus};
@@ -38,7 +38,7 @@ pub fn build(
     applied: u64,
     last_heard: &[Option<Instant>],
     now: Instant,
-    counters: &NetCounters,
+    metrics: &Metrics,
 ) -> NodeStatus {
     NodeStatus {
         node: config.advertise.clone(),
@@ -72,6 +72,6 @@ pub fn build(
                 }
             })
             .collect(),
-        datagrams: counters.by_name(),
+        datagrams: crate::net::udp::datagram_counts(metrics),
     }
 }

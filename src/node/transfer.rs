@@ -89,22 +89,25 @@ impl SnapshotTransfer {
             .asked_at = ticks;
     }
 
-    /// Sends the next chunks to every peer that still asks.
-    pub fn tick(&mut self, peers: &mut PeerNet) {
+    /// Sends the next chunks to every peer that still asks; returns how many went out.
+    pub fn tick(&mut self, peers: &mut PeerNet) -> usize {
         self.ticks += 1;
         let ticks = self.ticks;
         self.outgoing
             .retain(|_, o| ticks < o.asked_at + TRANSFER_IDLE_TICKS);
         let Some((_, chunks)) = &self.latest else {
-            return;
+            return 0;
         };
+        let mut sent = 0;
         for (peer, out) in self.outgoing.iter_mut() {
             for _ in 0..CHUNKS_PER_TICK.min(chunks.len()) {
                 let chunk = &chunks[out.next % chunks.len()];
                 peers.send(*peer, &Wire::Snapshot(chunk.clone()));
                 out.next = (out.next + 1) % chunks.len();
+                sent += 1;
             }
         }
+        sent
     }
 
     /// Takes one chunk from a peer; returns the whole snapshot once it is complete and intact.

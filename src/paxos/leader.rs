@@ -169,6 +169,7 @@ impl Replica {
     /// Starts phase 1 with a ballot above every round seen.
     pub(crate) fn start_campaign(&mut self) {
         self.step_down();
+        self.campaigns += 1;
         let round = self.round_seen.max(self.promised.round) + 1;
         let ballot = Ballot {
             round,

@@ -87,4 +87,8 @@ pub struct ReplicaStatus {
     pub log_start: Slot,
     /// Own client commands waiting for a decision.
     pub commands_pending: usize,
+    /// Undecided slots in flight (when leading).
+    pub in_flight: usize,
+    /// Elections this node started since it was built.
+    pub campaigns: u64,
 }

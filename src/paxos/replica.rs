@@ -86,6 +86,8 @@ pub struct Replica {
     pub(crate) election_at: u64,
     /// The highest round seen in any ballot (a new campaign goes above it).
     pub(crate) round_seen: u64,
+    /// Elections started (a statistic).
+    pub(crate) campaigns: u64,
 
     // ---- clients ----
     /// Own client commands not yet seen decided.
@@ -151,6 +153,7 @@ impl Replica {
             leader_heard_at: 0,
             election_at: 0,
             round_seen: recovered.promised.round,
+            campaigns: 0,
             own: BTreeMap::new(),
             forward_buf: Vec::new(),
             reads: Reads::default(),
@@ -318,6 +321,11 @@ impl Replica {
             commit_seen: self.commit_seen,
             log_start: self.log_start,
             commands_pending: self.own.len(),
+            in_flight: match &self.role {
+                RoleState::Leader(l) => l.proposals.len(),
+                _ => 0,
+            },
+            campaigns: self.campaigns,
         }
     }
 

@@ -153,16 +153,27 @@ async fn dispatch<S: Store>(
 fn endpoint<S: Store>(store: &S, method: &Method, name: &[u8]) -> Response {
     let readable = *method == Method::GET || *method == Method::HEAD;
     match name {
-        b"_status" | b"_health" if !readable => method_not_allowed(ENDPOINT_METHODS),
+        b"_status" | b"_health" | b"_metrics" if !readable => method_not_allowed(ENDPOINT_METHODS),
         b"_status" => {
             let status: NodeStatus = store.status();
             Json(status).into_response()
         }
+        b"_metrics" => match store.metrics_text() {
+            Some(body) => (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                body,
+            )
+                .into_response(),
+            None => text(StatusCode::NOT_FOUND, "this node keeps no metrics"),
+        },
         b"_health" if store.healthy() => text(StatusCode::OK, "ok"),
         b"_health" => text(StatusCode::SERVICE_UNAVAILABLE, "no quorum"),
         _ if readable => text(
             StatusCode::NOT_FOUND,
-            "not found: paths starting with /_ are reserved (endpoints: /_status, /_health)",
+            "not found: paths starting with /_ are reserved (endpoints: /_status, /_health, /_metrics)",
         ),
         _ => text(StatusCode::BAD_REQUEST, KeyError::Reserved),
     }

@@ -119,6 +119,10 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn status(&self) -> NodeStatus;
     /// Whether the node can reach a quorum (and so serve writes and linearizable reads).
     fn healthy(&self) -> bool;
+    /// The node's metrics in the Prometheus text format, if it keeps any (`/_metrics`).
+    fn metrics_text(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Why a key is refused.
