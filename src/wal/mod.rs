@@ -203,6 +203,9 @@ pub struct Wal {
     poisoned: bool,
 }
 
+/// Takes an exclusive `flock` on `DIR/LOCK` so two processes never append to one log. The lock
+/// dies with the process (even on SIGKILL). Note: a child forked by this process shares the
+/// descriptor until it execs, so the lock can outlive a drop of the `Wal` by that moment.
 fn lock_dir(dir: &Path) -> Result<File, WalError> {
     use std::os::fd::AsRawFd;
     let path = dir.join("LOCK");
@@ -262,6 +265,10 @@ impl Wal {
             assert!(rec.verdict_corrupt.is_none() && rec.is_empty() && rec.segments.len() == 1);
         }
         let last = rec.segments.last().expect("at least one segment");
+        if let Some(bytes) = rec.truncated.as_ref().and_then(|t| t.restore_bytes) {
+            tracing::warn!(file = %last.path.display(), bytes, "restoring the length of a cut-off segment");
+            segment::restore_length(&last.path, bytes)?;
+        }
         let mut active = ActiveSegment::open(&last.path, last.first_lsn)?;
         let write_offset = last.end;
         if let Some(torn) = &rec.truncated {

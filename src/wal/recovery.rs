@@ -25,6 +25,9 @@ pub struct TornTail {
     pub why: String,
     /// End of the non-zero bytes: truncation zeroes `offset..dirty_end`.
     pub dirty_end: u64,
+    /// Set when the file itself was cut short: truncation first preallocates it back to this
+    /// size (its header's segment size).
+    pub restore_bytes: Option<u64>,
 }
 
 /// The outcome of a scan (`wal-format.md` §9).
@@ -258,8 +261,12 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
                 return Ok(rec);
             }
         };
-        let header_problem = if header.segment_bytes != map.len() as u64
-            || map.len() % RECORD_ALIGNMENT_BYTES != 0
+        // Row 6b: a last segment cut short (an interrupted copy, say) is a torn tail; elsewhere
+        // a wrong size is corruption.
+        let short = is_last && (map.len() as u64) < header.segment_bytes;
+        let header_problem = if (header.segment_bytes != map.len() as u64 && !short)
+            || header.segment_bytes % RECORD_ALIGNMENT_BYTES as u64 != 0
+            || header.segment_bytes > segment::SEGMENT_BYTES_MAX as u64
         {
             Some(format!(
                 "segment header says {} bytes but the file has {}",
@@ -339,6 +346,12 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
             });
             return Ok(rec);
         };
+        let stop = match stop {
+            Stop::ZeroesToTheEnd if short => {
+                Stop::Bad("segment file shorter than its header says (cut off)")
+            }
+            other => other,
+        };
         let valid_after = if stop == Stop::ZeroesToTheEnd {
             None
         } else {
@@ -368,6 +381,7 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
                         lsn: rec.next_lsn,
                         why,
                         dirty_end: dirty_end as u64,
+                        restore_bytes: short.then_some(header.segment_bytes),
                     });
                 }
                 return Ok(rec);

@@ -151,9 +151,9 @@ fn preallocate(file: &File, bytes: usize) -> std::io::Result<()> {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        // No fallocate: write real zeroes, which allocates just as well (slower).
+        // No fallocate: write real zeroes past the current end, which allocates just as well.
         let zeroes = vec![0u8; 1 << 20];
-        let mut at = 0usize;
+        let mut at = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
         while at < bytes {
             let n = zeroes.len().min(bytes - at);
             file.write_all_at(&zeroes[..n], at as u64)?;
@@ -161,6 +161,22 @@ fn preallocate(file: &File, bytes: usize) -> std::io::Result<()> {
         }
         Ok(())
     }
+}
+
+/// Preallocates a cut-off segment file back to its full size and fsyncs it (recovery of a
+/// torn tail in a short last segment, `wal-format.md` §9 row 6).
+pub fn restore_length(path: &Path, bytes: u64) -> Result<(), WalError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io(format!("open {}", path.display())))?;
+    let bytes =
+        usize::try_from(bytes).map_err(|_| WalError::InvalidOptions("segment size".into()))?;
+    preallocate(&file, bytes).map_err(io(format!("preallocate {}", path.display())))?;
+    file.sync_all().map_err(|source| WalError::SyncFailed {
+        context: format!("fsync {}", path.display()),
+        source,
+    })
 }
 
 /// fsyncs a directory so that creations, renames and deletions in it are durable.
