@@ -29,7 +29,7 @@ pub mod segment;
 pub mod tool;
 
 pub use record::{RecordRef, RECORD_PAYLOAD_BYTES_MAX, RECORD_TYPE_CONSENSUS};
-pub use recovery::{Recovery, TornTail, Verdict};
+pub use recovery::{Corruption, Recovery, TornTail, Verdict};
 pub use segment::FaultInjector;
 
 use segment::{ActiveSegment, SegmentHeader, SEGMENT_HEADER_BYTES};
@@ -246,7 +246,7 @@ impl Wal {
             })?;
         }
         let mut rec = recovery::scan(dir, Some(options.identity))?;
-        if let Some(err) = rec.verdict_corrupt.take() {
+        if let Some(err) = rec.corruption.as_ref().map(recovery::Corruption::to_error) {
             tracing::error!(%err, "refusing to start");
             return Err(err);
         }
@@ -262,7 +262,7 @@ impl Wal {
             )?;
             tracing::info!(file = %path.display(), "created a new WAL");
             rec = recovery::scan(dir, Some(options.identity))?;
-            assert!(rec.verdict_corrupt.is_none() && rec.is_empty() && rec.segments.len() == 1);
+            assert!(rec.corruption.is_none() && rec.is_empty() && rec.segments.len() == 1);
         }
         let last = rec.segments.last().expect("at least one segment");
         if let Some(bytes) = rec.truncated.as_ref().and_then(|t| t.restore_bytes) {

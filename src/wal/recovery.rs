@@ -66,7 +66,9 @@ pub struct Recovery {
     pub truncated: Option<TornTail>,
     /// Identity found in the segments (for the tools, which have none of their own).
     pub identity: Option<WalIdentity>,
-    pub(crate) verdict_corrupt: Option<WalError>,
+    /// Set when the scan found corruption (rows 2, 4, 7–10); the records before it are kept
+    /// so the tools can still show them, but `Wal::open` refuses.
+    pub corruption: Option<Corruption>,
     count: usize,
 }
 
@@ -187,8 +189,33 @@ fn last_nonzero_end(map: &[u8], from: usize) -> usize {
         .map_or(from, |i| from + i + 1)
 }
 
-fn corrupt(file: &Path, offset: usize, lsn: Lsn, reason: impl Into<String>) -> WalError {
-    WalError::Corrupt {
+/// Where and why recovery refuses to start (the fields of `WalError::Corrupt`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Corruption {
+    /// The damaged segment file.
+    pub file: PathBuf,
+    /// Where in it the problem was found (0 for a header problem).
+    pub offset: u64,
+    /// The LSN expected at that point.
+    pub lsn: Lsn,
+    /// Which check failed.
+    pub reason: String,
+}
+
+impl Corruption {
+    /// The error `Wal::open` returns for it.
+    pub fn to_error(&self) -> WalError {
+        WalError::Corrupt {
+            file: self.file.clone(),
+            offset: self.offset,
+            lsn: self.lsn,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+fn corrupt(file: &Path, offset: usize, lsn: Lsn, reason: impl Into<String>) -> Corruption {
+    Corruption {
         file: file.to_path_buf(),
         offset: offset as u64,
         lsn,
@@ -241,7 +268,7 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
         next_lsn: files.first().map_or(1, |(lsn, _)| *lsn),
         truncated: None,
         identity,
-        verdict_corrupt: None,
+        corruption: None,
         count: 0,
     };
     let mut maps = Vec::with_capacity(files.len());
@@ -257,7 +284,7 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
         let header = match SegmentHeader::decode(&map) {
             Ok(h) => h,
             Err(why) => {
-                rec.verdict_corrupt = Some(corrupt(path, 0, rec.next_lsn, why));
+                rec.corruption = Some(corrupt(path, 0, rec.next_lsn, why));
                 return Ok(rec);
             }
         };
@@ -293,7 +320,7 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
             None
         };
         if let Some(why) = header_problem {
-            rec.verdict_corrupt = Some(corrupt(path, 0, rec.next_lsn, why));
+            rec.corruption = Some(corrupt(path, 0, rec.next_lsn, why));
             return Ok(rec);
         }
         rec.identity = Some(header.identity);
@@ -311,7 +338,7 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
                     next_offset,
                 } => {
                     if record.lsn != rec.next_lsn {
-                        rec.verdict_corrupt = Some(corrupt(
+                        rec.corruption = Some(corrupt(
                             path,
                             offset,
                             rec.next_lsn,
@@ -392,7 +419,7 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
                 } else {
                     format!("{why}: {reason}")
                 };
-                rec.verdict_corrupt = Some(corrupt(path, offset, rec.next_lsn, reason));
+                rec.corruption = Some(corrupt(path, offset, rec.next_lsn, reason));
                 return Ok(rec);
             }
         }
@@ -403,22 +430,8 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
 impl Recovery {
     /// The verdict of the scan (row numbers in `wal-format.md` §9).
     pub fn verdict(&self) -> Verdict {
-        match (&self.verdict_corrupt, &self.truncated) {
-            (
-                Some(WalError::Corrupt {
-                    file,
-                    offset,
-                    lsn,
-                    reason,
-                }),
-                _,
-            ) => Verdict::Corrupt(WalError::Corrupt {
-                file: file.clone(),
-                offset: *offset,
-                lsn: *lsn,
-                reason: reason.clone(),
-            }),
-            (Some(_), _) => unreachable!("only Corrupt errors are stored as verdicts"),
+        match (&self.corruption, &self.truncated) {
+            (Some(c), _) => Verdict::Corrupt(c.to_error()),
             (None, Some(t)) => Verdict::TornTail(t.clone()),
             (None, None) => Verdict::Clean,
         }
