@@ -2,6 +2,11 @@
 //! (truncation at every offset, every bit flipped, zeroed sectors and pages, LSN gaps), disk
 //! full (injected, and on a real small tmpfs when mounting is allowed), the operator commands,
 //! and proptest round trips through the whole log.
+//!
+//! These tests have teeth (tried on purpose, then reverted): with decision-table row 7 changed to
+//! "torn tail" instead of "corruption", `every_flipped_bit_is_torn_tail_or_refused` and
+//! `zeroed_sector_and_page_in_the_middle_are_refused` fail; `wal_crash.rs` fails when `sync()`
+//! reports one LSN more than it made durable.
 
 use consens::wal::{FaultInjector, Wal, WalError, WalIdentity, WalOptions};
 use proptest::prelude::*;

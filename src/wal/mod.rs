@@ -116,36 +116,52 @@ pub enum WalError {
     /// An operating-system error; see [`WalError::is_disk_full`].
     #[error("WAL I/O error: {context}: {source}")]
     Io {
+        /// What the WAL was doing, with the path.
         context: String,
+        /// The OS error (ENOSPC, EDQUOT, EACCES, ...).
         source: std::io::Error,
     },
     /// Recovery refuses to start (`wal-format.md` §9).
     #[error("corrupt WAL: {} at offset {offset} (lsn {lsn}): {reason}", file.display())]
     Corrupt {
+        /// The damaged segment file.
         file: PathBuf,
+        /// Where in the file the problem starts (0: the segment header).
         offset: u64,
+        /// The LSN expected at that point.
         lsn: Lsn,
+        /// Which check failed (decision table row, in words).
         reason: String,
     },
-    /// An msync or fsync failed. Fatal: log it and exit non-zero; never retry.
+    /// An msync or fsync failed. Fatal: log it and exit non-zero; never retry (§8).
     #[error("WAL sync failed (fatal, exit and recover): {context}: {source}")]
     SyncFailed {
+        /// What was being synced, with the path and range.
         context: String,
+        /// The OS error.
         source: std::io::Error,
     },
     /// A sync failed earlier; this handle refuses all work. Fatal.
     #[error("WAL unusable after an earlier failed sync (fatal, exit and recover)")]
     Poisoned,
-    /// The payload is larger than a record may be.
+    /// The payload is larger than a record may be (`wal-format.md` §12).
     #[error("WAL record of {bytes} bytes exceeds the maximum of {max} bytes")]
-    RecordTooLarge { bytes: usize, max: usize },
-    /// Record type 0 is reserved.
+    RecordTooLarge {
+        /// The payload's size.
+        bytes: usize,
+        /// The largest payload these options allow.
+        max: usize,
+    },
+    /// Record type 0 is reserved (`wal-format.md` §7).
     #[error("WAL record type 0 is reserved")]
     ReservedRecordType,
-    /// Another process holds the directory.
+    /// Another process (or another `Wal` in this one) holds the directory.
     #[error("WAL directory {} is locked by another process", dir.display())]
-    Locked { dir: PathBuf },
-    /// Bad options.
+    Locked {
+        /// The log directory.
+        dir: PathBuf,
+    },
+    /// Bad options, e.g. a segment size out of range.
     #[error("invalid WAL options: {0}")]
     InvalidOptions(String),
 }
@@ -355,10 +371,21 @@ impl Wal {
         if self.poisoned {
             return Err(WalError::Poisoned);
         }
-        if let Err(e) = self
-            .active
-            .sync_range(self.synced_offset, self.write_offset)
-        {
+        let injected = self
+            .options
+            .fault
+            .as_deref()
+            .is_some_and(FaultInjector::take_sync_fault);
+        let result = if injected {
+            Err(WalError::SyncFailed {
+                context: format!("msync {} (injected fault)", self.active.path.display()),
+                source: std::io::Error::from_raw_os_error(libc::EIO),
+            })
+        } else {
+            self.active
+                .sync_range(self.synced_offset, self.write_offset)
+        };
+        if let Err(e) = result {
             self.poisoned = true;
             tracing::error!(err = %e, "WAL sync failed; this is fatal");
             return Err(e);
@@ -399,7 +426,7 @@ impl Wal {
     fn rotate(&mut self) -> Result<(), WalError> {
         // Sync first: a torn tail can then only ever be in the last segment (§8, §9 row 4).
         self.sync()?;
-        let path = segment::create(
+        let created = segment::create(
             &self.dir,
             SegmentHeader {
                 identity: self.options.identity,
@@ -407,7 +434,18 @@ impl Wal {
                 segment_bytes: self.options.segment_bytes as u64,
             },
             self.options.fault.as_deref(),
-        )?;
+        );
+        let path = match created {
+            Ok(path) => path,
+            Err(e) => {
+                // A failed fsync of the new file or the directory is as fatal as a failed msync.
+                if e.is_fatal() {
+                    self.poisoned = true;
+                    tracing::error!(err = %e, "WAL sync failed during rotation; this is fatal");
+                }
+                return Err(e);
+            }
+        };
         let new = ActiveSegment::open(&path, self.next_lsn)?;
         let old = std::mem::replace(&mut self.active, new);
         tracing::debug!(file = %path.display(), "rotated to a new segment");
@@ -566,6 +604,26 @@ mod tests {
         assert_eq!(rec.next_lsn, 1001);
         assert_eq!(rec.records().count() as u64, 1001 - first);
         assert_eq!(wal.next_lsn(), 1001);
+    }
+
+    #[test]
+    fn failed_sync_is_fatal_and_never_retried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fault = Arc::new(FaultInjector::default());
+        let (mut wal, _) =
+            Wal::open(dir.path(), opts().fault_injector(fault.clone())).expect("open");
+        wal.append(1, b"a").expect("append");
+        assert_eq!(wal.sync().expect("sync"), 2);
+        wal.append(1, b"b").expect("append");
+        fault.fail_next_syncs(1);
+        let err = wal.sync().expect_err("injected EIO");
+        assert!(err.is_fatal() && !err.is_disk_full(), "{err}");
+        assert_eq!(wal.durable_lsn_end(), 2, "nothing new is reported durable");
+        // The fault is used up, yet the handle refuses: a second msync would prove nothing.
+        assert!(matches!(wal.sync(), Err(WalError::Poisoned)));
+        assert!(matches!(wal.append(1, b"c"), Err(WalError::Poisoned)));
+        assert!(matches!(wal.compact(1), Err(WalError::Poisoned)));
+        assert!(WalError::Poisoned.is_fatal());
     }
 
     #[test]

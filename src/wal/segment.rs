@@ -117,12 +117,26 @@ pub fn parse_file_name(name: &str) -> Option<Lsn> {
 pub struct FaultInjector {
     /// How many of the next segment preallocations fail with ENOSPC.
     enospc_preallocations: AtomicU32,
+    /// How many of the next `Wal::sync` msyncs fail with EIO.
+    eio_syncs: AtomicU32,
 }
 
 impl FaultInjector {
     /// Makes the next `count` segment preallocations fail with ENOSPC.
     pub fn fail_next_preallocations(&self, count: u32) {
         self.enospc_preallocations.store(count, Ordering::SeqCst);
+    }
+
+    /// Makes the next `count` msyncs of `Wal::sync` fail with EIO (to test that it is fatal).
+    pub fn fail_next_syncs(&self, count: u32) {
+        self.eio_syncs.store(count, Ordering::SeqCst);
+    }
+
+    /// Consumes one armed sync fault, if any.
+    pub(crate) fn take_sync_fault(&self) -> bool {
+        self.eio_syncs
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     fn take_preallocation_fault(&self) -> bool {
