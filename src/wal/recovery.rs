@@ -135,32 +135,44 @@ enum Stop {
     Bad(&'static str),
 }
 
+/// What to do where a segment's valid records stop (`wal-format.md` §9).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Decision {
+    /// Row 3: this segment is done; go on with the next one.
+    NextSegment,
+    /// Row 5: the log ends here cleanly.
+    CleanEnd,
+    /// Rows 6 and 6b: a torn tail; truncate it and start.
+    TornTail,
+    /// Rows 4 and 7: refuse to start, for this reason.
+    Corrupt(String),
+}
+
 /// The decision table of `wal-format.md` §9 for the point where a segment's valid records stop.
-/// `valid_after` is the first valid frame (offset, LSN) after the stop in the same segment, or
-/// in a later segment. Returns `None` for "end of this segment, go on" (row 3), else a verdict.
+/// `valid_after` is the first valid frame (file, offset, LSN) after the stop, if any.
 fn decide_stop(
     is_last_segment: bool,
     stop: Stop,
     valid_after: Option<(PathBuf, usize, Lsn)>,
-) -> Result<Option<()>, String> {
+) -> Decision {
     match (is_last_segment, stop, valid_after) {
         // Row 3: a full (or rotated) segment ends in zeroes; the next segment goes on.
-        (false, Stop::ZeroesToTheEnd, _) => Ok(None),
+        (false, Stop::ZeroesToTheEnd, _) => Decision::NextSegment,
         // Row 4: bad bytes in a segment that is not the last: rotation synced it, so no torn
         // write can be there.
-        (false, Stop::ZeroHeaderThenBytes | Stop::Bad(_), _) => Err(
+        (false, Stop::ZeroHeaderThenBytes | Stop::Bad(_), _) => Decision::Corrupt(
             "bad record in a segment that is not the last one (a torn tail can only be in the last segment)"
                 .into(),
         ),
         // Row 5: clean end.
-        (true, Stop::ZeroesToTheEnd, _) => Ok(Some(())),
+        (true, Stop::ZeroesToTheEnd, _) => Decision::CleanEnd,
         // Row 7: a bad record followed by a valid one is corruption.
-        (true, _, Some((file, offset, lsn))) => Err(format!(
+        (true, _, Some((file, offset, lsn))) => Decision::Corrupt(format!(
             "bad record followed by a valid record (lsn {lsn} at {}:{offset})",
             file.display()
         )),
-        // Row 6: a bad or partial record with nothing valid after it: a torn tail.
-        (true, Stop::ZeroHeaderThenBytes | Stop::Bad(_), None) => Ok(Some(())),
+        // Rows 6, 6b: a bad or partial record with nothing valid after it: a torn tail.
+        (true, Stop::ZeroHeaderThenBytes | Stop::Bad(_), None) => Decision::TornTail,
     }
 }
 
@@ -399,27 +411,26 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
             end: offset,
         });
         match decision {
-            Ok(None) => continue,
-            Ok(Some(())) => {
-                if stop != Stop::ZeroesToTheEnd {
-                    rec.truncated = Some(TornTail {
-                        file: path.clone(),
-                        offset: offset as u64,
-                        lsn: rec.next_lsn,
-                        why,
-                        dirty_end: dirty_end as u64,
-                        restore_bytes: short.then_some(header.segment_bytes),
-                    });
-                }
+            Decision::NextSegment => continue,
+            Decision::CleanEnd => return Ok(rec),
+            Decision::TornTail => {
+                rec.truncated = Some(TornTail {
+                    file: path.clone(),
+                    offset: offset as u64,
+                    lsn: rec.next_lsn,
+                    why,
+                    dirty_end: dirty_end as u64,
+                    restore_bytes: short.then_some(header.segment_bytes),
+                });
                 return Ok(rec);
             }
-            Err(reason) => {
-                let reason = if why.is_empty() {
-                    reason
-                } else {
-                    format!("{why}: {reason}")
-                };
-                rec.corruption = Some(corrupt(path, offset, rec.next_lsn, reason));
+            Decision::Corrupt(reason) => {
+                rec.corruption = Some(corrupt(
+                    path,
+                    offset,
+                    rec.next_lsn,
+                    format!("{why}: {reason}"),
+                ));
                 return Ok(rec);
             }
         }
@@ -445,16 +456,25 @@ mod tests {
     #[test]
     fn decision_table_rows() {
         let p = PathBuf::from("x");
-        assert_eq!(decide_stop(false, Stop::ZeroesToTheEnd, None), Ok(None));
-        assert!(decide_stop(false, Stop::Bad("x"), None).is_err());
-        assert!(decide_stop(false, Stop::ZeroHeaderThenBytes, None).is_err());
-        assert_eq!(decide_stop(true, Stop::ZeroesToTheEnd, None), Ok(Some(())));
-        assert_eq!(decide_stop(true, Stop::Bad("x"), None), Ok(Some(())));
+        let corrupt = |d: Decision| matches!(d, Decision::Corrupt(_));
+        let bad = Stop::Bad("x");
+        let after = Some((p, 8, 3));
+        assert_eq!(
+            decide_stop(false, Stop::ZeroesToTheEnd, None),
+            Decision::NextSegment
+        );
+        assert!(corrupt(decide_stop(false, bad, None)));
+        assert!(corrupt(decide_stop(false, Stop::ZeroHeaderThenBytes, None)));
+        assert_eq!(
+            decide_stop(true, Stop::ZeroesToTheEnd, None),
+            Decision::CleanEnd
+        );
+        assert_eq!(decide_stop(true, bad, None), Decision::TornTail);
         assert_eq!(
             decide_stop(true, Stop::ZeroHeaderThenBytes, None),
-            Ok(Some(()))
+            Decision::TornTail
         );
-        assert!(decide_stop(true, Stop::Bad("x"), Some((p.clone(), 8, 3))).is_err());
-        assert!(decide_stop(true, Stop::ZeroHeaderThenBytes, Some((p, 8, 3))).is_err());
+        assert!(corrupt(decide_stop(true, bad, after.clone())));
+        assert!(corrupt(decide_stop(true, Stop::ZeroHeaderThenBytes, after)));
     }
 }
