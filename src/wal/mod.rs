@@ -359,6 +359,14 @@ impl Wal {
         let lsn = self.next_lsn;
         let n = record::encode(dst, lsn, record_type, payload);
         assert_eq!(n, frame);
+        debug_assert!(
+            matches!(
+                record::decode(&self.active.map, at),
+                record::Frame::Valid { record, next_offset }
+                    if record.lsn == lsn && next_offset == at + frame && record.payload == payload
+            ),
+            "a frame just written does not read back"
+        );
         self.write_offset += frame;
         self.next_lsn += 1;
         Ok(lsn)

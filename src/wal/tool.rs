@@ -46,7 +46,7 @@ fn summary(rec: &Recovery, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "files: {} .. {}", first.display(), last.display())?;
     }
     if let Some(id) = rec.identity {
-        writeln!(out, "cluster: {} node: {}", id.cluster_id, id.node_id)?;
+        writeln!(out, "cluster: {:#018x} node: {}", id.cluster_id, id.node_id)?;
     }
     if rec.is_empty() {
         writeln!(out, "records: 0 (next lsn {})", rec.next_lsn)?;
