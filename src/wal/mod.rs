@@ -219,9 +219,13 @@ pub struct Wal {
     poisoned: bool,
 }
 
+/// How long `Wal::open` waits for the directory lock before giving up with `Locked`.
+pub const LOCK_WAIT_MS_MAX: u64 = 200;
+
 /// Takes an exclusive `flock` on `DIR/LOCK` so two processes never append to one log. The lock
-/// dies with the process (even on SIGKILL). Note: a child forked by this process shares the
-/// descriptor until it execs, so the lock can outlive a drop of the `Wal` by that moment.
+/// dies with the process (even on SIGKILL). It waits up to [`LOCK_WAIT_MS_MAX`]: a previous
+/// owner may be exiting, and a child forked by this process shares the descriptor until it
+/// execs, so a lock can outlive the drop of a `Wal` by a moment.
 fn lock_dir(dir: &Path) -> Result<File, WalError> {
     use std::os::fd::AsRawFd;
     let path = dir.join("LOCK");
@@ -234,11 +238,15 @@ fn lock_dir(dir: &Path) -> Result<File, WalError> {
             context: format!("open {}", path.display()),
             source,
         })?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOCK_WAIT_MS_MAX);
     // SAFETY: plain syscall on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(WalError::Locked {
-            dir: dir.to_path_buf(),
-        });
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if std::time::Instant::now() >= deadline {
+            return Err(WalError::Locked {
+                dir: dir.to_path_buf(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
     Ok(file)
 }
