@@ -219,7 +219,8 @@ pub struct Wal {
     poisoned: bool,
 }
 
-/// How long `Wal::open` waits for the directory lock before giving up with `Locked`.
+/// How long `Wal::open` waits for the directory lock before giving up with `Locked`
+/// (`wal-format.md` §8, §12).
 pub const LOCK_WAIT_MS_MAX: u64 = 200;
 
 /// Takes an exclusive `flock` on `DIR/LOCK` so two processes never append to one log. The lock

@@ -32,6 +32,7 @@ pub const SEGMENT_BYTES_MAX: usize = 1024 * 1024 * 1024;
 /// Default segment size (`wal-format.md` §12).
 pub const SEGMENT_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 
+/// Offset of the header CRC, which covers the bytes before it (`wal-format.md` §4, §6).
 const HEADER_CRC_OFFSET: usize = 60;
 
 /// The fields of a segment header (`wal-format.md` §4).

@@ -10,7 +10,7 @@ use super::WalError;
 use std::io::Write;
 use std::path::Path;
 
-/// How many payload bytes the default describer shows in hex.
+/// How many payload bytes the default describer shows in hex (`wal-format.md` §14).
 pub const DESCRIBE_HEX_BYTES_MAX: usize = 16;
 
 /// The default payload describer: length and the first bytes in hex.
