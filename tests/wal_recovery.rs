@@ -298,6 +298,16 @@ fn missing_middle_segment_is_a_gap() {
 }
 
 #[test]
+fn renamed_segment_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = write_log(dir.path(), 8192, 10, 1);
+    let renamed = dir.path().join("00000000000000000005.wal");
+    std::fs::rename(&files[0], &renamed).expect("rename");
+    let e = expect_corrupt(open_and_check(dir.path(), 8192), "renamed");
+    assert!(e.to_string().contains("file name says 5"), "{e}");
+}
+
+#[test]
 fn segment_from_another_node_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_log(dir.path(), 8192, 10, 1);

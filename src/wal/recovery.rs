@@ -1,8 +1,8 @@
 //! Recovery: scanning every segment and sorting what it finds by the decision table of
 //! `wal-format.md` §9 into a clean end, a torn tail (truncate and start) or corruption (refuse).
 //!
-//! The scan itself never writes: [`scan`] is shared by `Wal::open` (which then truncates a torn
-//! tail) and by the read-only operator tools. The decision table is the [`decide_stop`]
+//! The scan itself never writes: `scan` is shared by `Wal::open` (which then truncates a torn
+//! tail) and by the read-only operator tools. The decision table is the `decide_stop`
 //! function, one match arm per row, so code and spec can be compared line by line.
 
 use super::record::{self, Frame, RecordRef, RECORD_ALIGNMENT_BYTES};
