@@ -180,7 +180,7 @@ fn preallocate(file: &File, bytes: usize) -> std::io::Result<()> {
 
 /// Preallocates a cut-off segment file back to its full size and fsyncs it (recovery of a
 /// torn tail in a short last segment, `wal-format.md` §9 row 6).
-pub fn restore_length(path: &Path, bytes: u64) -> Result<(), WalError> {
+pub(crate) fn restore_length(path: &Path, bytes: u64) -> Result<(), WalError> {
     let file = OpenOptions::new()
         .write(true)
         .open(path)
@@ -195,7 +195,7 @@ pub fn restore_length(path: &Path, bytes: u64) -> Result<(), WalError> {
 }
 
 /// fsyncs a directory so that creations, renames and deletions in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
     let d = File::open(dir).map_err(io(format!("open directory {}", dir.display())))?;
     d.sync_all().map_err(|source| WalError::SyncFailed {
         context: format!("fsync directory {}", dir.display()),
@@ -205,7 +205,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
 
 /// Creates a new segment in `dir` (temporary name, fallocate, header, fsync, rename, fsync dir)
 /// and returns its path. On any error the temporary file is removed and nothing else changed.
-pub fn create(
+pub(crate) fn create(
     dir: &Path,
     header: SegmentHeader,
     fault: Option<&FaultInjector>,
@@ -255,7 +255,7 @@ pub fn create(
 }
 
 /// Maps a whole segment file read-only (for recovery and the operator tools).
-pub fn map_read(path: &Path) -> Result<Mmap, WalError> {
+pub(crate) fn map_read(path: &Path) -> Result<Mmap, WalError> {
     let file = File::open(path).map_err(io(format!("open {}", path.display())))?;
     // SAFETY: the directory is locked by the owning `Wal` (or the tool only reads); nobody
     // truncates a segment file while it is mapped, so no access can fall past EOF.
@@ -264,7 +264,7 @@ pub fn map_read(path: &Path) -> Result<Mmap, WalError> {
 }
 
 /// The segment being appended to: a writable shared mapping of a preallocated file.
-pub struct ActiveSegment {
+pub(crate) struct ActiveSegment {
     /// The file path, for error messages.
     pub path: PathBuf,
     /// The LSN of this segment's first record (its name).
