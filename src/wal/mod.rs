@@ -29,7 +29,7 @@ pub mod segment;
 pub mod tool;
 
 pub use record::{RecordRef, RECORD_PAYLOAD_BYTES_MAX, RECORD_TYPE_CONSENSUS};
-pub use recovery::{Recovery, TornTail, Verdict};
+pub use recovery::{Corruption, Recovery, TornTail, Verdict};
 pub use segment::FaultInjector;
 
 use segment::{ActiveSegment, SegmentHeader, SEGMENT_HEADER_BYTES};
@@ -116,36 +116,52 @@ pub enum WalError {
     /// An operating-system error; see [`WalError::is_disk_full`].
     #[error("WAL I/O error: {context}: {source}")]
     Io {
+        /// What the WAL was doing, with the path.
         context: String,
+        /// The OS error (ENOSPC, EDQUOT, EACCES, ...).
         source: std::io::Error,
     },
     /// Recovery refuses to start (`wal-format.md` §9).
     #[error("corrupt WAL: {} at offset {offset} (lsn {lsn}): {reason}", file.display())]
     Corrupt {
+        /// The damaged segment file.
         file: PathBuf,
+        /// Where in the file the problem starts (0: the segment header).
         offset: u64,
+        /// The LSN expected at that point.
         lsn: Lsn,
+        /// Which check failed (decision table row, in words).
         reason: String,
     },
-    /// An msync or fsync failed. Fatal: log it and exit non-zero; never retry.
+    /// An msync or fsync failed. Fatal: log it and exit non-zero; never retry (§8).
     #[error("WAL sync failed (fatal, exit and recover): {context}: {source}")]
     SyncFailed {
+        /// What was being synced, with the path and range.
         context: String,
+        /// The OS error.
         source: std::io::Error,
     },
     /// A sync failed earlier; this handle refuses all work. Fatal.
     #[error("WAL unusable after an earlier failed sync (fatal, exit and recover)")]
     Poisoned,
-    /// The payload is larger than a record may be.
+    /// The payload is larger than a record may be (`wal-format.md` §12).
     #[error("WAL record of {bytes} bytes exceeds the maximum of {max} bytes")]
-    RecordTooLarge { bytes: usize, max: usize },
-    /// Record type 0 is reserved.
+    RecordTooLarge {
+        /// The payload's size.
+        bytes: usize,
+        /// The largest payload these options allow.
+        max: usize,
+    },
+    /// Record type 0 is reserved (`wal-format.md` §7).
     #[error("WAL record type 0 is reserved")]
     ReservedRecordType,
-    /// Another process holds the directory.
+    /// Another process (or another `Wal` in this one) holds the directory.
     #[error("WAL directory {} is locked by another process", dir.display())]
-    Locked { dir: PathBuf },
-    /// Bad options.
+    Locked {
+        /// The log directory.
+        dir: PathBuf,
+    },
+    /// Bad options, e.g. a segment size out of range.
     #[error("invalid WAL options: {0}")]
     InvalidOptions(String),
 }
@@ -203,6 +219,14 @@ pub struct Wal {
     poisoned: bool,
 }
 
+/// How long `Wal::open` waits for the directory lock before giving up with `Locked`
+/// (`wal-format.md` §8, §12).
+pub const LOCK_WAIT_MS_MAX: u64 = 200;
+
+/// Takes an exclusive `flock` on `DIR/LOCK` so two processes never append to one log. The lock
+/// dies with the process (even on SIGKILL). It waits up to [`LOCK_WAIT_MS_MAX`]: a previous
+/// owner may be exiting, and a child forked by this process shares the descriptor until it
+/// execs, so a lock can outlive the drop of a `Wal` by a moment.
 fn lock_dir(dir: &Path) -> Result<File, WalError> {
     use std::os::fd::AsRawFd;
     let path = dir.join("LOCK");
@@ -215,11 +239,15 @@ fn lock_dir(dir: &Path) -> Result<File, WalError> {
             context: format!("open {}", path.display()),
             source,
         })?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOCK_WAIT_MS_MAX);
     // SAFETY: plain syscall on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(WalError::Locked {
-            dir: dir.to_path_buf(),
-        });
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if std::time::Instant::now() >= deadline {
+            return Err(WalError::Locked {
+                dir: dir.to_path_buf(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
     Ok(file)
 }
@@ -243,7 +271,7 @@ impl Wal {
             })?;
         }
         let mut rec = recovery::scan(dir, Some(options.identity))?;
-        if let Some(err) = rec.verdict_corrupt.take() {
+        if let Some(err) = rec.corruption.as_ref().map(recovery::Corruption::to_error) {
             tracing::error!(%err, "refusing to start");
             return Err(err);
         }
@@ -259,9 +287,13 @@ impl Wal {
             )?;
             tracing::info!(file = %path.display(), "created a new WAL");
             rec = recovery::scan(dir, Some(options.identity))?;
-            assert!(rec.verdict_corrupt.is_none() && rec.is_empty() && rec.segments.len() == 1);
+            assert!(rec.corruption.is_none() && rec.is_empty() && rec.segments.len() == 1);
         }
         let last = rec.segments.last().expect("at least one segment");
+        if let Some(bytes) = rec.truncated.as_ref().and_then(|t| t.restore_bytes) {
+            tracing::warn!(file = %last.path.display(), bytes, "restoring the length of a cut-off segment");
+            segment::restore_length(&last.path, bytes)?;
+        }
         let mut active = ActiveSegment::open(&last.path, last.first_lsn)?;
         let write_offset = last.end;
         if let Some(torn) = &rec.truncated {
@@ -336,6 +368,14 @@ impl Wal {
         let lsn = self.next_lsn;
         let n = record::encode(dst, lsn, record_type, payload);
         assert_eq!(n, frame);
+        debug_assert!(
+            matches!(
+                record::decode(&self.active.map, at),
+                record::Frame::Valid { record, next_offset }
+                    if record.lsn == lsn && next_offset == at + frame && record.payload == payload
+            ),
+            "a frame just written does not read back"
+        );
         self.write_offset += frame;
         self.next_lsn += 1;
         Ok(lsn)
@@ -348,10 +388,21 @@ impl Wal {
         if self.poisoned {
             return Err(WalError::Poisoned);
         }
-        if let Err(e) = self
-            .active
-            .sync_range(self.synced_offset, self.write_offset)
-        {
+        let injected = self
+            .options
+            .fault
+            .as_deref()
+            .is_some_and(FaultInjector::take_sync_fault);
+        let result = if injected {
+            Err(WalError::SyncFailed {
+                context: format!("msync {} (injected fault)", self.active.path.display()),
+                source: std::io::Error::from_raw_os_error(libc::EIO),
+            })
+        } else {
+            self.active
+                .sync_range(self.synced_offset, self.write_offset)
+        };
+        if let Err(e) = result {
             self.poisoned = true;
             tracing::error!(err = %e, "WAL sync failed; this is fatal");
             return Err(e);
@@ -392,7 +443,7 @@ impl Wal {
     fn rotate(&mut self) -> Result<(), WalError> {
         // Sync first: a torn tail can then only ever be in the last segment (§8, §9 row 4).
         self.sync()?;
-        let path = segment::create(
+        let created = segment::create(
             &self.dir,
             SegmentHeader {
                 identity: self.options.identity,
@@ -400,7 +451,18 @@ impl Wal {
                 segment_bytes: self.options.segment_bytes as u64,
             },
             self.options.fault.as_deref(),
-        )?;
+        );
+        let path = match created {
+            Ok(path) => path,
+            Err(e) => {
+                // A failed fsync of the new file or the directory is as fatal as a failed msync.
+                if e.is_fatal() {
+                    self.poisoned = true;
+                    tracing::error!(err = %e, "WAL sync failed during rotation; this is fatal");
+                }
+                return Err(e);
+            }
+        };
         let new = ActiveSegment::open(&path, self.next_lsn)?;
         let old = std::mem::replace(&mut self.active, new);
         tracing::debug!(file = %path.display(), "rotated to a new segment");
@@ -559,6 +621,26 @@ mod tests {
         assert_eq!(rec.next_lsn, 1001);
         assert_eq!(rec.records().count() as u64, 1001 - first);
         assert_eq!(wal.next_lsn(), 1001);
+    }
+
+    #[test]
+    fn failed_sync_is_fatal_and_never_retried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fault = Arc::new(FaultInjector::default());
+        let (mut wal, _) =
+            Wal::open(dir.path(), opts().fault_injector(fault.clone())).expect("open");
+        wal.append(1, b"a").expect("append");
+        assert_eq!(wal.sync().expect("sync"), 2);
+        wal.append(1, b"b").expect("append");
+        fault.fail_next_syncs(1);
+        let err = wal.sync().expect_err("injected EIO");
+        assert!(err.is_fatal() && !err.is_disk_full(), "{err}");
+        assert_eq!(wal.durable_lsn_end(), 2, "nothing new is reported durable");
+        // The fault is used up, yet the handle refuses: a second msync would prove nothing.
+        assert!(matches!(wal.sync(), Err(WalError::Poisoned)));
+        assert!(matches!(wal.append(1, b"c"), Err(WalError::Poisoned)));
+        assert!(matches!(wal.compact(1), Err(WalError::Poisoned)));
+        assert!(WalError::Poisoned.is_fatal());
     }
 
     #[test]

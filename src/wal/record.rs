@@ -28,6 +28,7 @@ pub const RECORD_TYPE_RESERVED: u8 = 0;
 /// The record type the daemon uses for its postcard-encoded consensus records (`wal-format.md` §7).
 pub const RECORD_TYPE_CONSENSUS: u8 = 1;
 
+// Field offsets inside the record header (`wal-format.md` §5).
 const CRC_OFFSET: usize = 0;
 const LEN_OFFSET: usize = 4;
 const TYPE_OFFSET: usize = 8;

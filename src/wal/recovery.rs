@@ -1,8 +1,8 @@
 //! Recovery: scanning every segment and sorting what it finds by the decision table of
 //! `wal-format.md` §9 into a clean end, a torn tail (truncate and start) or corruption (refuse).
 //!
-//! The scan itself never writes: [`scan`] is shared by `Wal::open` (which then truncates a torn
-//! tail) and by the read-only operator tools. The decision table is the [`decide_stop`]
+//! The scan itself never writes: `scan` is shared by `Wal::open` (which then truncates a torn
+//! tail) and by the read-only operator tools. The decision table is the `decide_stop`
 //! function, one match arm per row, so code and spec can be compared line by line.
 
 use super::record::{self, Frame, RecordRef, RECORD_ALIGNMENT_BYTES};
@@ -25,6 +25,9 @@ pub struct TornTail {
     pub why: String,
     /// End of the non-zero bytes: truncation zeroes `offset..dirty_end`.
     pub dirty_end: u64,
+    /// Set when the file itself was cut short: truncation first preallocates it back to this
+    /// size (its header's segment size).
+    pub restore_bytes: Option<u64>,
 }
 
 /// The outcome of a scan (`wal-format.md` §9).
@@ -63,7 +66,9 @@ pub struct Recovery {
     pub truncated: Option<TornTail>,
     /// Identity found in the segments (for the tools, which have none of their own).
     pub identity: Option<WalIdentity>,
-    pub(crate) verdict_corrupt: Option<WalError>,
+    /// Set when the scan found corruption (rows 2, 4, 7–10); the records before it are kept
+    /// so the tools can still show them, but `Wal::open` refuses.
+    pub corruption: Option<Corruption>,
     count: usize,
 }
 
@@ -130,32 +135,44 @@ enum Stop {
     Bad(&'static str),
 }
 
+/// What to do where a segment's valid records stop (`wal-format.md` §9).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Decision {
+    /// Row 3: this segment is done; go on with the next one.
+    NextSegment,
+    /// Row 5: the log ends here cleanly.
+    CleanEnd,
+    /// Rows 6 and 6b: a torn tail; truncate it and start.
+    TornTail,
+    /// Rows 4 and 7: refuse to start, for this reason.
+    Corrupt(String),
+}
+
 /// The decision table of `wal-format.md` §9 for the point where a segment's valid records stop.
-/// `valid_after` is the first valid frame (offset, LSN) after the stop in the same segment, or
-/// in a later segment. Returns `None` for "end of this segment, go on" (row 3), else a verdict.
+/// `valid_after` is the first valid frame (file, offset, LSN) after the stop, if any.
 fn decide_stop(
     is_last_segment: bool,
     stop: Stop,
     valid_after: Option<(PathBuf, usize, Lsn)>,
-) -> Result<Option<()>, String> {
+) -> Decision {
     match (is_last_segment, stop, valid_after) {
         // Row 3: a full (or rotated) segment ends in zeroes; the next segment goes on.
-        (false, Stop::ZeroesToTheEnd, _) => Ok(None),
+        (false, Stop::ZeroesToTheEnd, _) => Decision::NextSegment,
         // Row 4: bad bytes in a segment that is not the last: rotation synced it, so no torn
         // write can be there.
-        (false, Stop::ZeroHeaderThenBytes | Stop::Bad(_), _) => Err(
+        (false, Stop::ZeroHeaderThenBytes | Stop::Bad(_), _) => Decision::Corrupt(
             "bad record in a segment that is not the last one (a torn tail can only be in the last segment)"
                 .into(),
         ),
         // Row 5: clean end.
-        (true, Stop::ZeroesToTheEnd, _) => Ok(Some(())),
+        (true, Stop::ZeroesToTheEnd, _) => Decision::CleanEnd,
         // Row 7: a bad record followed by a valid one is corruption.
-        (true, _, Some((file, offset, lsn))) => Err(format!(
+        (true, _, Some((file, offset, lsn))) => Decision::Corrupt(format!(
             "bad record followed by a valid record (lsn {lsn} at {}:{offset})",
             file.display()
         )),
-        // Row 6: a bad or partial record with nothing valid after it: a torn tail.
-        (true, Stop::ZeroHeaderThenBytes | Stop::Bad(_), None) => Ok(Some(())),
+        // Rows 6, 6b: a bad or partial record with nothing valid after it: a torn tail.
+        (true, Stop::ZeroHeaderThenBytes | Stop::Bad(_), None) => Decision::TornTail,
     }
 }
 
@@ -184,8 +201,33 @@ fn last_nonzero_end(map: &[u8], from: usize) -> usize {
         .map_or(from, |i| from + i + 1)
 }
 
-fn corrupt(file: &Path, offset: usize, lsn: Lsn, reason: impl Into<String>) -> WalError {
-    WalError::Corrupt {
+/// Where and why recovery refuses to start (the fields of `WalError::Corrupt`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Corruption {
+    /// The damaged segment file.
+    pub file: PathBuf,
+    /// Where in it the problem was found (0 for a header problem).
+    pub offset: u64,
+    /// The LSN expected at that point.
+    pub lsn: Lsn,
+    /// Which check failed.
+    pub reason: String,
+}
+
+impl Corruption {
+    /// The error `Wal::open` returns for it.
+    pub fn to_error(&self) -> WalError {
+        WalError::Corrupt {
+            file: self.file.clone(),
+            offset: self.offset,
+            lsn: self.lsn,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+fn corrupt(file: &Path, offset: usize, lsn: Lsn, reason: impl Into<String>) -> Corruption {
+    Corruption {
         file: file.to_path_buf(),
         offset: offset as u64,
         lsn,
@@ -238,7 +280,7 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
         next_lsn: files.first().map_or(1, |(lsn, _)| *lsn),
         truncated: None,
         identity,
-        verdict_corrupt: None,
+        corruption: None,
         count: 0,
     };
     let mut maps = Vec::with_capacity(files.len());
@@ -254,12 +296,16 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
         let header = match SegmentHeader::decode(&map) {
             Ok(h) => h,
             Err(why) => {
-                rec.verdict_corrupt = Some(corrupt(path, 0, rec.next_lsn, why));
+                rec.corruption = Some(corrupt(path, 0, rec.next_lsn, why));
                 return Ok(rec);
             }
         };
-        let header_problem = if header.segment_bytes != map.len() as u64
-            || map.len() % RECORD_ALIGNMENT_BYTES != 0
+        // Row 6b: a last segment cut short (an interrupted copy, say) is a torn tail; elsewhere
+        // a wrong size is corruption.
+        let short = is_last && (map.len() as u64) < header.segment_bytes;
+        let header_problem = if (header.segment_bytes != map.len() as u64 && !short)
+            || header.segment_bytes % RECORD_ALIGNMENT_BYTES as u64 != 0
+            || header.segment_bytes > segment::SEGMENT_BYTES_MAX as u64
         {
             Some(format!(
                 "segment header says {} bytes but the file has {}",
@@ -286,7 +332,7 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
             None
         };
         if let Some(why) = header_problem {
-            rec.verdict_corrupt = Some(corrupt(path, 0, rec.next_lsn, why));
+            rec.corruption = Some(corrupt(path, 0, rec.next_lsn, why));
             return Ok(rec);
         }
         rec.identity = Some(header.identity);
@@ -304,7 +350,7 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
                     next_offset,
                 } => {
                     if record.lsn != rec.next_lsn {
-                        rec.verdict_corrupt = Some(corrupt(
+                        rec.corruption = Some(corrupt(
                             path,
                             offset,
                             rec.next_lsn,
@@ -339,6 +385,12 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
             });
             return Ok(rec);
         };
+        let stop = match stop {
+            Stop::ZeroesToTheEnd if short => {
+                Stop::Bad("segment file shorter than its header says (cut off)")
+            }
+            other => other,
+        };
         let valid_after = if stop == Stop::ZeroesToTheEnd {
             None
         } else {
@@ -359,26 +411,26 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
             end: offset,
         });
         match decision {
-            Ok(None) => continue,
-            Ok(Some(())) => {
-                if stop != Stop::ZeroesToTheEnd {
-                    rec.truncated = Some(TornTail {
-                        file: path.clone(),
-                        offset: offset as u64,
-                        lsn: rec.next_lsn,
-                        why,
-                        dirty_end: dirty_end as u64,
-                    });
-                }
+            Decision::NextSegment => continue,
+            Decision::CleanEnd => return Ok(rec),
+            Decision::TornTail => {
+                rec.truncated = Some(TornTail {
+                    file: path.clone(),
+                    offset: offset as u64,
+                    lsn: rec.next_lsn,
+                    why,
+                    dirty_end: dirty_end as u64,
+                    restore_bytes: short.then_some(header.segment_bytes),
+                });
                 return Ok(rec);
             }
-            Err(reason) => {
-                let reason = if why.is_empty() {
-                    reason
-                } else {
-                    format!("{why}: {reason}")
-                };
-                rec.verdict_corrupt = Some(corrupt(path, offset, rec.next_lsn, reason));
+            Decision::Corrupt(reason) => {
+                rec.corruption = Some(corrupt(
+                    path,
+                    offset,
+                    rec.next_lsn,
+                    format!("{why}: {reason}"),
+                ));
                 return Ok(rec);
             }
         }
@@ -389,22 +441,8 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
 impl Recovery {
     /// The verdict of the scan (row numbers in `wal-format.md` §9).
     pub fn verdict(&self) -> Verdict {
-        match (&self.verdict_corrupt, &self.truncated) {
-            (
-                Some(WalError::Corrupt {
-                    file,
-                    offset,
-                    lsn,
-                    reason,
-                }),
-                _,
-            ) => Verdict::Corrupt(WalError::Corrupt {
-                file: file.clone(),
-                offset: *offset,
-                lsn: *lsn,
-                reason: reason.clone(),
-            }),
-            (Some(_), _) => unreachable!("only Corrupt errors are stored as verdicts"),
+        match (&self.corruption, &self.truncated) {
+            (Some(c), _) => Verdict::Corrupt(c.to_error()),
             (None, Some(t)) => Verdict::TornTail(t.clone()),
             (None, None) => Verdict::Clean,
         }
@@ -418,16 +456,25 @@ mod tests {
     #[test]
     fn decision_table_rows() {
         let p = PathBuf::from("x");
-        assert_eq!(decide_stop(false, Stop::ZeroesToTheEnd, None), Ok(None));
-        assert!(decide_stop(false, Stop::Bad("x"), None).is_err());
-        assert!(decide_stop(false, Stop::ZeroHeaderThenBytes, None).is_err());
-        assert_eq!(decide_stop(true, Stop::ZeroesToTheEnd, None), Ok(Some(())));
-        assert_eq!(decide_stop(true, Stop::Bad("x"), None), Ok(Some(())));
+        let corrupt = |d: Decision| matches!(d, Decision::Corrupt(_));
+        let bad = Stop::Bad("x");
+        let after = Some((p, 8, 3));
+        assert_eq!(
+            decide_stop(false, Stop::ZeroesToTheEnd, None),
+            Decision::NextSegment
+        );
+        assert!(corrupt(decide_stop(false, bad, None)));
+        assert!(corrupt(decide_stop(false, Stop::ZeroHeaderThenBytes, None)));
+        assert_eq!(
+            decide_stop(true, Stop::ZeroesToTheEnd, None),
+            Decision::CleanEnd
+        );
+        assert_eq!(decide_stop(true, bad, None), Decision::TornTail);
         assert_eq!(
             decide_stop(true, Stop::ZeroHeaderThenBytes, None),
-            Ok(Some(()))
+            Decision::TornTail
         );
-        assert!(decide_stop(true, Stop::Bad("x"), Some((p.clone(), 8, 3))).is_err());
-        assert!(decide_stop(true, Stop::ZeroHeaderThenBytes, Some((p, 8, 3))).is_err());
+        assert!(corrupt(decide_stop(true, bad, after.clone())));
+        assert!(corrupt(decide_stop(true, Stop::ZeroHeaderThenBytes, after)));
     }
 }

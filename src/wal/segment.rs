@@ -32,6 +32,7 @@ pub const SEGMENT_BYTES_MAX: usize = 1024 * 1024 * 1024;
 /// Default segment size (`wal-format.md` §12).
 pub const SEGMENT_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 
+/// Offset of the header CRC, which covers the bytes before it (`wal-format.md` §4, §6).
 const HEADER_CRC_OFFSET: usize = 60;
 
 /// The fields of a segment header (`wal-format.md` §4).
@@ -117,12 +118,26 @@ pub fn parse_file_name(name: &str) -> Option<Lsn> {
 pub struct FaultInjector {
     /// How many of the next segment preallocations fail with ENOSPC.
     enospc_preallocations: AtomicU32,
+    /// How many of the next `Wal::sync` msyncs fail with EIO.
+    eio_syncs: AtomicU32,
 }
 
 impl FaultInjector {
     /// Makes the next `count` segment preallocations fail with ENOSPC.
     pub fn fail_next_preallocations(&self, count: u32) {
         self.enospc_preallocations.store(count, Ordering::SeqCst);
+    }
+
+    /// Makes the next `count` msyncs of `Wal::sync` fail with EIO (to test that it is fatal).
+    pub fn fail_next_syncs(&self, count: u32) {
+        self.eio_syncs.store(count, Ordering::SeqCst);
+    }
+
+    /// Consumes one armed sync fault, if any.
+    pub(crate) fn take_sync_fault(&self) -> bool {
+        self.eio_syncs
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     fn take_preallocation_fault(&self) -> bool {
@@ -151,9 +166,9 @@ fn preallocate(file: &File, bytes: usize) -> std::io::Result<()> {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        // No fallocate: write real zeroes, which allocates just as well (slower).
+        // No fallocate: write real zeroes past the current end, which allocates just as well.
         let zeroes = vec![0u8; 1 << 20];
-        let mut at = 0usize;
+        let mut at = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
         while at < bytes {
             let n = zeroes.len().min(bytes - at);
             file.write_all_at(&zeroes[..n], at as u64)?;
@@ -163,8 +178,24 @@ fn preallocate(file: &File, bytes: usize) -> std::io::Result<()> {
     }
 }
 
+/// Preallocates a cut-off segment file back to its full size and fsyncs it (recovery of a
+/// torn tail in a short last segment, `wal-format.md` §9 row 6).
+pub(crate) fn restore_length(path: &Path, bytes: u64) -> Result<(), WalError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io(format!("open {}", path.display())))?;
+    let bytes =
+        usize::try_from(bytes).map_err(|_| WalError::InvalidOptions("segment size".into()))?;
+    preallocate(&file, bytes).map_err(io(format!("preallocate {}", path.display())))?;
+    file.sync_all().map_err(|source| WalError::SyncFailed {
+        context: format!("fsync {}", path.display()),
+        source,
+    })
+}
+
 /// fsyncs a directory so that creations, renames and deletions in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
     let d = File::open(dir).map_err(io(format!("open directory {}", dir.display())))?;
     d.sync_all().map_err(|source| WalError::SyncFailed {
         context: format!("fsync directory {}", dir.display()),
@@ -174,7 +205,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
 
 /// Creates a new segment in `dir` (temporary name, fallocate, header, fsync, rename, fsync dir)
 /// and returns its path. On any error the temporary file is removed and nothing else changed.
-pub fn create(
+pub(crate) fn create(
     dir: &Path,
     header: SegmentHeader,
     fault: Option<&FaultInjector>,
@@ -224,7 +255,7 @@ pub fn create(
 }
 
 /// Maps a whole segment file read-only (for recovery and the operator tools).
-pub fn map_read(path: &Path) -> Result<Mmap, WalError> {
+pub(crate) fn map_read(path: &Path) -> Result<Mmap, WalError> {
     let file = File::open(path).map_err(io(format!("open {}", path.display())))?;
     // SAFETY: the directory is locked by the owning `Wal` (or the tool only reads); nobody
     // truncates a segment file while it is mapped, so no access can fall past EOF.
@@ -233,7 +264,7 @@ pub fn map_read(path: &Path) -> Result<Mmap, WalError> {
 }
 
 /// The segment being appended to: a writable shared mapping of a preallocated file.
-pub struct ActiveSegment {
+pub(crate) struct ActiveSegment {
     /// The file path, for error messages.
     pub path: PathBuf,
     /// The LSN of this segment's first record (its name).

@@ -10,7 +10,7 @@ use super::WalError;
 use std::io::Write;
 use std::path::Path;
 
-/// How many payload bytes the default describer shows in hex.
+/// How many payload bytes the default describer shows in hex (`wal-format.md` §14).
 pub const DESCRIBE_HEX_BYTES_MAX: usize = 16;
 
 /// The default payload describer: length and the first bytes in hex.
@@ -46,7 +46,7 @@ fn summary(rec: &Recovery, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "files: {} .. {}", first.display(), last.display())?;
     }
     if let Some(id) = rec.identity {
-        writeln!(out, "cluster: {} node: {}", id.cluster_id, id.node_id)?;
+        writeln!(out, "cluster: {:#018x} node: {}", id.cluster_id, id.node_id)?;
     }
     if rec.is_empty() {
         writeln!(out, "records: 0 (next lsn {})", rec.next_lsn)?;

@@ -1,0 +1,220 @@
+//! WAL benchmarks (figures in `docs/benchmarks.md`, section "WAL").
+//!
+//! - `wal_append_sync/<size>/<batch>`: `batch` appends of `size`-byte payloads, then one sync
+//!   (group commit). Throughput is in records; MB/s = records/s × size.
+//! - `bare_msync/<size>/<batch>`: the floor: copy the same number of bytes (whole frames) into a
+//!   freshly preallocated mapped file and msync(MS_SYNC) the same range, without the WAL.
+//! - `wal_recovery_scan/<size>`: `Wal::open` of a log holding one full 64 MiB segment, i.e. the
+//!   whole recovery scan (map, check every CRC, check the zero tail). Throughput in bytes.
+//!
+//! - after the criterion groups, a paired table (WAL and bare msync in alternating rounds) gives
+//!   the WAL/bare ratio robustly on a disk shared with other work.
+//!
+//! Run: `cargo bench --bench wal -- --warm-up-time 1 --measurement-time 3`. The data lives in a
+//! temporary directory under `$TMPDIR` (a real disk here, so syncs are real).
+
+use consens::wal::record::frame_bytes;
+use consens::wal::{Wal, WalIdentity, WalOptions};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use memmap2::{MmapMut, MmapOptions};
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const SEGMENT_BYTES: usize = 64 * 1024 * 1024;
+const SIZES: [usize; 2] = [100, 4096];
+const BATCHES: [usize; 3] = [1, 16, 256];
+
+fn options() -> WalOptions {
+    WalOptions::new(WalIdentity {
+        cluster_id: 1,
+        node_id: 1,
+    })
+    .segment_bytes(SEGMENT_BYTES)
+}
+
+fn append_sync(c: &mut Criterion) {
+    for size in SIZES {
+        let mut group = c.benchmark_group(format!("wal_append_sync/{size}B"));
+        for batch in BATCHES {
+            group.throughput(Throughput::Elements(batch as u64));
+            group.bench_function(BenchmarkId::from_parameter(batch), |b| {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let (mut wal, _) = Wal::open(dir.path(), options()).expect("open");
+                let payload = vec![0xabu8; size];
+                b.iter_custom(|iters| {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        let start = Instant::now();
+                        for _ in 0..batch {
+                            wal.append(1, &payload).expect("append");
+                        }
+                        wal.sync().expect("sync");
+                        spent += start.elapsed();
+                        // Keep the disk footprint small: drop full segments (untimed).
+                        if wal.segment_count() > 2 {
+                            wal.compact(wal.next_lsn()).expect("compact");
+                        }
+                    }
+                    spent
+                });
+            });
+        }
+        group.finish();
+    }
+}
+
+/// A fresh, really preallocated (fallocate) and fsynced file, mapped: what a new segment is.
+fn fresh_mapped_file(dir: &Path, n: u32) -> MmapMut {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(format!("bare-{n}"));
+    let _ = std::fs::remove_file(&path);
+    let file: File = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .expect("create");
+    // SAFETY: plain syscall on our descriptor.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, SEGMENT_BYTES as libc::off_t) };
+    assert_eq!(rc, 0, "fallocate");
+    file.sync_all().expect("fsync");
+    // SAFETY: the file is ours, preallocated and never truncated while mapped.
+    unsafe { MmapOptions::new().map_mut(&file) }.expect("map")
+}
+
+fn bare_msync(c: &mut Criterion) {
+    for size in SIZES {
+        let mut group = c.benchmark_group(format!("bare_msync/{size}B"));
+        for batch in BATCHES {
+            let bytes = batch * frame_bytes(size);
+            group.throughput(Throughput::Elements(batch as u64));
+            group.bench_function(BenchmarkId::from_parameter(batch), |b| {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let mut files = 0;
+                let mut map = fresh_mapped_file(dir.path(), files);
+                let mut at = 64usize;
+                let src = vec![0xabu8; bytes];
+                b.iter_custom(|iters| {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        if at + bytes > map.len() {
+                            files += 1;
+                            map = fresh_mapped_file(dir.path(), files % 2);
+                            at = 64;
+                        }
+                        let start = Instant::now();
+                        map[at..at + bytes].copy_from_slice(&src);
+                        map.flush_range(at, bytes).expect("msync");
+                        spent += start.elapsed();
+                        at += bytes;
+                    }
+                    spent
+                });
+            });
+        }
+        group.finish();
+    }
+}
+
+fn recovery_scan(c: &mut Criterion) {
+    let mut group = c.benchmark_group("wal_recovery_scan");
+    group.sample_size(10);
+    for size in SIZES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let used = {
+            let (mut wal, _) = Wal::open(dir.path(), options()).expect("open");
+            let payload = vec![0x5au8; size];
+            while wal.segment_count() == 1 {
+                wal.append(1, &payload).expect("append");
+            }
+            wal.sync().expect("sync");
+            // Keep just the full segment: the scan then covers 64 MiB of records.
+            let first_full = wal.first_lsn();
+            drop(wal);
+            let mut files: Vec<_> = std::fs::read_dir(dir.path())
+                .expect("ls")
+                .map(|e| e.expect("entry").path())
+                .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+                .collect();
+            files.sort();
+            assert_eq!(first_full, 1);
+            std::fs::remove_file(&files[1]).expect("rm second segment");
+            let (_, rec) = Wal::open(dir.path(), options()).expect("reopen");
+            rec.bytes_used_and_allocated().0
+        };
+        group.throughput(Throughput::Bytes(used));
+        group.bench_function(BenchmarkId::from_parameter(format!("{size}B")), |b| {
+            b.iter(|| {
+                let (_, rec) = Wal::open(dir.path(), options()).expect("open");
+                rec.len()
+            });
+        });
+    }
+    group.finish();
+}
+
+/// Syncs of a shared disk drift by an order of magnitude within seconds when other processes
+/// write, so separate benchmarks cannot give a trustworthy ratio. This measures the WAL and the
+/// bare msync in alternation, round by round, and prints the medians and the median of the
+/// per-round ratios (the figure the 1.3x target is checked against).
+fn paired_ratio() {
+    println!("\npaired WAL vs bare msync (alternating rounds, medians):");
+    println!("size  batch  rounds  wal_us  bare_us  ratio(median of per-round)");
+    for size in SIZES {
+        for batch in BATCHES {
+            let bytes = batch * frame_bytes(size);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (mut wal, _) = Wal::open(dir.path(), options()).expect("open");
+            let payload = vec![0xabu8; size];
+            let mut map = fresh_mapped_file(dir.path(), 0);
+            let mut at = 64usize;
+            let src = vec![0xabu8; bytes];
+            let (mut wal_us, mut bare_us, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            let until = Instant::now() + Duration::from_millis(1500);
+            while Instant::now() < until && ratios.len() < 2000 {
+                let start = Instant::now();
+                for _ in 0..batch {
+                    wal.append(1, &payload).expect("append");
+                }
+                wal.sync().expect("sync");
+                let w = start.elapsed().as_secs_f64() * 1e6;
+                if wal.segment_count() > 2 {
+                    wal.compact(wal.next_lsn()).expect("compact");
+                }
+                if at + bytes > map.len() {
+                    map = fresh_mapped_file(dir.path(), 0);
+                    at = 64;
+                }
+                let start = Instant::now();
+                map[at..at + bytes].copy_from_slice(&src);
+                map.flush_range(at, bytes).expect("msync");
+                let b = start.elapsed().as_secs_f64() * 1e6;
+                at += bytes;
+                wal_us.push(w);
+                bare_us.push(b);
+                ratios.push(w / b);
+            }
+            let median = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            println!(
+                "{size:>4}  {batch:>5}  {:>6}  {:>6.0}  {:>7.0}  {:.2}",
+                ratios.len(),
+                median(&mut wal_us),
+                median(&mut bare_us),
+                median(&mut ratios)
+            );
+        }
+    }
+}
+
+criterion_group!(benches, append_sync, bare_msync, recovery_scan);
+
+fn main() {
+    benches();
+    paired_ratio();
+    Criterion::default().configure_from_args().final_summary();
+}
