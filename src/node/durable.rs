@@ -283,10 +283,8 @@ fn checkpoint_records(state: &Recovered) -> Vec<Record> {
 /// A one-line summary of a WAL record's payload, for `consens wal dump`.
 pub fn describe(record_type: u8, payload: &[u8]) -> String {
     if record_type != CONSENSUS_RECORD_TYPE {
-        return format!(
-            "unknown type: {}",
-            crate::wal::tool::describe_hex(record_type, payload)
-        );
+        // Not ours (or from a newer build): show the bytes.
+        return crate::wal::tool::describe_hex(record_type, payload);
     }
     match postcard::from_bytes::<Record>(payload) {
         Ok(Record::Promised { ballot }) => format!("promised ballot={ballot}"),
