@@ -71,6 +71,24 @@ fn verify(data_dir: &Path) -> (bool, String) {
 fn a_torn_tail_is_truncated_and_the_node_starts() {
     let mut cluster = node_with_writes();
     let data_dir = cluster.nodes[0].data_dir.clone();
+    let dump = Command::new(env!("CARGO_BIN_EXE_consens"))
+        .args(["wal", "dump"])
+        .arg(data_dir.join("wal"))
+        .output()
+        .expect("run consens wal dump");
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    for needle in [
+        "promised ballot=",
+        "joined",
+        "accepted slot=",
+        "put key=\"k0\"",
+        "decided upto=",
+    ] {
+        assert!(
+            dump.contains(needle),
+            "{needle} missing from the dump:\n{dump}"
+        );
+    }
     let path = segment(&data_dir);
     let mut bytes = std::fs::read(&path).expect("read segment");
     let last = *frames(&bytes).last().expect("records");
