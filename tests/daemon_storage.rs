@@ -79,7 +79,6 @@ fn a_torn_tail_is_truncated_and_the_node_starts() {
     let dump = String::from_utf8_lossy(&dump.stdout);
     for needle in [
         "promised ballot=",
-        "joined",
         "accepted slot=",
         "put key=\"k0\"",
         "decided upto=",
