@@ -463,3 +463,33 @@ fn metrics_show_requests_wal_syncs_and_datagrams() {
         .expect("a put counter");
     assert!(puts_ok >= 10, "{puts_ok} puts counted");
 }
+
+/// In a five-node cluster every node takes writes and linearizable reads, followers included
+/// (they do not hear from each other, only from the leader).
+#[test]
+fn five_node_cluster_serves_through_every_node() {
+    let cluster = Cluster::start(5, &[]);
+    cluster.wait_ready(0);
+    for i in 0..5 {
+        let a = put(
+            &cluster.nodes[i],
+            &format!("five{i}"),
+            format!("v{i}").as_bytes(),
+        );
+        assert!(
+            a.status == 200 || a.status == 201,
+            "write through node {i}: {} {}",
+            a.status,
+            a.body_text()
+        );
+        let b = get(&cluster.nodes[(i + 2) % 5], &format!("five{i}"));
+        assert_eq!(b.status, 200, "{}", b.body_text());
+        assert_eq!(b.body, format!("v{i}").as_bytes());
+    }
+    for node in &cluster.nodes {
+        let healthy = wait_until(Duration::from_secs(5), || {
+            request("GET", node, "/_health", &[], None).status == 200
+        });
+        assert!(healthy, "node {} unhealthy: {:?}", node.port, status(node));
+    }
+}

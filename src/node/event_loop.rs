@@ -302,21 +302,34 @@ impl NodeLoop {
     }
 
     fn can_propose(&self) -> bool {
-        self.replica.status().leader.is_some() && self.quorum_reachable(Instant::now())
+        self.quorum_reachable(Instant::now())
     }
 
+    /// Whether this node can get a command decided right now, as far as it can tell: a leader
+    /// needs recent answers from a majority (its followers answer every heartbeat); a follower
+    /// needs a leader it heard from recently (followers do not talk to each other, so the
+    /// leader's own check covers the rest, and it steps down when it loses its majority).
     fn quorum_reachable(&self, now: Instant) -> bool {
         let alive_window = Duration::from_millis(PEER_ALIVE_MS_MAX);
-        let alive = self
-            .last_heard
-            .iter()
-            .enumerate()
-            .filter(|(i, heard)| {
-                *i == usize::from(self.config.node.0)
-                    || heard.is_some_and(|t| now.duration_since(t) <= alive_window)
-            })
-            .count();
-        alive > self.config.members.len() / 2
+        let heard_recently = |i: usize| {
+            i == usize::from(self.config.node.0)
+                || self
+                    .last_heard
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|t| now.duration_since(t) <= alive_window)
+        };
+        match self.replica.status().leader {
+            None => false,
+            Some(leader) if leader == self.config.node => {
+                let alive = (0..self.config.members.len())
+                    .filter(|&i| heard_recently(i))
+                    .count();
+                alive > self.config.members.len() / 2
+            }
+            Some(leader) => heard_recently(usize::from(leader.0)),
+        }
     }
 
     fn expire(&mut self, now: Instant) {
