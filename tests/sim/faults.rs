@@ -1,0 +1,114 @@
+//! The fault schedule of the chaos phases: changing network conditions, partitions (an isolated
+//! leader, a minority/majority split), crashes of one node, of the leader, or of all nodes at
+//! once, and disk loss on at most a minority of nodes at a time. It only decides; the
+//! simulation (`mod.rs`) carries the faults out.
+
+use super::network::Conditions;
+use super::rng::SimRng;
+
+/// Network conditions change this often during chaos.
+pub const CONDITIONS_TICKS: u64 = 150;
+/// Chance per tick that a partition starts (when none is in force), in thousandths.
+pub const PARTITION_PER_MILLE: u64 = 6;
+/// A partition lasts between these many ticks.
+pub const PARTITION_TICKS_MIN: u64 = 30;
+pub const PARTITION_TICKS_MAX: u64 = 400;
+/// Chance per tick of a crash, in thousandths.
+pub const CRASH_PER_MILLE: u64 = 6;
+/// A crashed node stays down between these many ticks.
+pub const DOWN_TICKS_MIN: u64 = 1;
+pub const DOWN_TICKS_MAX: u64 = 250;
+/// Chance that a single-node crash also loses the disk (when a minority allows it), in thousandths.
+pub const DISK_LOSS_PER_MILLE: u64 = 300;
+
+/// A fault to carry out now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Conditions(Conditions),
+    /// Cut the current leader (or a random node if none leads) off from the rest.
+    IsolateLeader {
+        until: u64,
+    },
+    /// Split into a minority and a majority, chosen at random.
+    Split {
+        until: u64,
+    },
+    HealPartition,
+    CrashOne {
+        lose_disk: bool,
+        until: u64,
+    },
+    CrashLeader {
+        until: u64,
+    },
+    CrashAll {
+        until: u64,
+    },
+}
+
+/// The schedule's state.
+pub struct Schedule {
+    next_conditions: u64,
+    partition_until: Option<u64>,
+}
+
+impl Schedule {
+    pub fn new() -> Schedule {
+        Schedule {
+            next_conditions: 0,
+            partition_until: None,
+        }
+    }
+
+    /// The faults to carry out at tick `now` of a chaos phase.
+    pub fn chaos_tick(&mut self, rng: &mut SimRng, now: u64) -> Vec<Fault> {
+        let mut faults = Vec::new();
+        if now >= self.next_conditions {
+            self.next_conditions = now + CONDITIONS_TICKS;
+            let hostile = rng.chance(700);
+            faults.push(Fault::Conditions(if hostile {
+                Conditions {
+                    loss_per_mille: rng.below(300),
+                    dup_per_mille: rng.below(150),
+                    delay_ticks_max: rng.between(1, 20),
+                }
+            } else {
+                Conditions::perfect()
+            }));
+        }
+        match self.partition_until {
+            Some(until) if now >= until => {
+                self.partition_until = None;
+                faults.push(Fault::HealPartition);
+            }
+            Some(_) => {}
+            None if rng.chance(PARTITION_PER_MILLE) => {
+                let until = now + rng.between(PARTITION_TICKS_MIN, PARTITION_TICKS_MAX);
+                self.partition_until = Some(until);
+                faults.push(if rng.chance(500) {
+                    Fault::IsolateLeader { until }
+                } else {
+                    Fault::Split { until }
+                });
+            }
+            None => {}
+        }
+        if rng.chance(CRASH_PER_MILLE) {
+            let until = now + rng.between(DOWN_TICKS_MIN, DOWN_TICKS_MAX);
+            faults.push(match rng.below(10) {
+                0..=5 => Fault::CrashOne {
+                    lose_disk: rng.chance(DISK_LOSS_PER_MILLE),
+                    until,
+                },
+                6..=8 => Fault::CrashLeader { until },
+                _ => Fault::CrashAll { until },
+            });
+        }
+        faults
+    }
+
+    /// The faults heal: forget any partition in force.
+    pub fn heal(&mut self) {
+        self.partition_until = None;
+    }
+}

@@ -1,0 +1,338 @@
+//! The seeded deterministic simulator of the Paxos core: one run = one seed. It owns the run's
+//! clock and phases (chaos, then heal, repeated, then a final settle), and wires the other
+//! modules together: `network` (hostile wire), `node` (replica + disk + model state machine),
+//! `client` (operations and their history), `faults` (what goes wrong, when), `checks`
+//! (the properties) and `linearizability` (the per-key checker). `rng` is the single source of
+//! randomness, so a seed replays the same run; `TraceHash` proves it.
+
+pub mod checks;
+pub mod client;
+pub mod faults;
+pub mod kv;
+pub mod linearizability;
+pub mod network;
+pub mod node;
+pub mod rng;
+
+use checks::Checker;
+use client::Clients;
+use consens::paxos::types::{NodeId, Value};
+use consens::paxos::{Config, Role};
+use faults::{Fault, Schedule};
+use network::{Conditions, Network};
+use node::{NodeEvent, SimNode};
+use rng::{SimRng, TraceHash};
+
+/// Chaos and heal alternate this many times per run.
+pub const CYCLES: usize = 2;
+/// Ticks of random faults per cycle.
+pub const CHAOS_TICKS: u64 = 1_200;
+/// Ticks of a perfect network with every node up per cycle (clients keep going).
+pub const HEAL_TICKS: u64 = 400;
+/// After the faults heal, every pending client operation completes within this many ticks.
+pub const LIVENESS_TICKS: u64 = 400;
+/// During chaos a client gives up on an operation after this many ticks.
+pub const CLIENT_TIMEOUT_TICKS: u64 = 250;
+/// Ticks the cluster gets at the end, clients stopped, to converge before the final checks.
+pub const SETTLE_TICKS: u64 = 150;
+/// A write waits up to this many ticks for its sync during chaos, and when healed.
+pub const SYNC_TICKS_MAX_CHAOS: u64 = 8;
+pub const SYNC_TICKS_MAX_HEALED: u64 = 2;
+/// Extra clients beyond one per node.
+pub const EXTRA_CLIENTS: usize = 2;
+
+/// What one run did and found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub seed: u64,
+    pub members: usize,
+    pub ops: u64,
+    pub faults: u64,
+    pub violations: Vec<String>,
+    pub trace_hash: u64,
+    /// The run's trace (faults, client operations, answers), for replays and failures.
+    pub trace: Vec<String>,
+}
+
+struct Simulation {
+    rng: SimRng,
+    now: u64,
+    members: u16,
+    nodes: Vec<SimNode>,
+    network: Network,
+    clients: Clients,
+    checker: Checker,
+    schedule: Schedule,
+    /// When each crashed node restarts (chaos only).
+    down_until: Vec<Option<u64>>,
+    healed: bool,
+    faults: u64,
+    hash: TraceHash,
+    trace: Vec<String>,
+}
+
+/// Runs the simulation for `seed`.
+pub fn run(seed: u64) -> Report {
+    let mut rng = SimRng::new(seed);
+    let members: u16 = if rng.chance(500) { 3 } else { 5 };
+    let n = usize::from(members);
+    let mut sim = Simulation {
+        rng,
+        now: 0,
+        members,
+        nodes: (0..members)
+            .map(|i| SimNode::new(NodeId(i), members))
+            .collect(),
+        network: Network::new(),
+        clients: Clients::new(n + EXTRA_CLIENTS, n),
+        checker: Checker::new(n),
+        schedule: Schedule::new(),
+        down_until: vec![None; n],
+        healed: false,
+        faults: 0,
+        hash: TraceHash::default(),
+        trace: Vec::new(),
+    };
+    for i in 0..n {
+        sim.start(i);
+    }
+    for _ in 0..CYCLES {
+        sim.healed = false;
+        for _ in 0..CHAOS_TICKS {
+            sim.chaos();
+            sim.step(true);
+        }
+        sim.heal();
+        for _ in 0..HEAL_TICKS {
+            sim.step(true);
+        }
+    }
+    // Stop the clients, wait for what is pending (bounded by the liveness deadline), settle.
+    let mut waited = 0;
+    while sim.clients.pending() > 0 && waited <= LIVENESS_TICKS {
+        sim.step(false);
+        waited += 1;
+    }
+    for _ in 0..SETTLE_TICKS {
+        sim.step(false);
+    }
+    sim.checker.finish(&sim.nodes, &sim.clients.history);
+    sim.hash.add(sim.rng.next_u64());
+    Report {
+        seed,
+        members: n,
+        ops: sim.clients.ops_invoked,
+        faults: sim.faults,
+        violations: sim.checker.violations,
+        trace_hash: sim.hash.value(),
+        trace: sim.trace,
+    }
+}
+
+impl Simulation {
+    fn config(&self, i: usize) -> Config {
+        Config::new(NodeId(i as u16), self.members)
+    }
+
+    fn start(&mut self, i: usize) {
+        let seed = self.rng.next_u64();
+        let config = self.config(i);
+        self.nodes[i].start(config, seed);
+        self.checker.restarted(i);
+        self.down_until[i] = None;
+    }
+
+    fn crash(&mut self, i: usize, lose_disk: bool, until: u64) {
+        if !self.nodes[i].is_up() {
+            return;
+        }
+        self.nodes[i].crash(lose_disk);
+        self.clients.node_crashed(i);
+        self.down_until[i] = Some(until);
+        let what = if lose_disk { " and lost its disk" } else { "" };
+        self.trace
+            .push(format!("t{} n{i} crashed{what} until t{until}", self.now));
+    }
+
+    fn leader(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].role() == Some(Role::Leader))
+            .max_by_key(|&i| self.nodes[i].replica.as_ref().map(|r| r.status().promised))
+    }
+
+    /// At most a minority may be without their durable state at once.
+    fn may_lose_disk(&self, i: usize) -> bool {
+        let stateless = (0..self.nodes.len())
+            .filter(|&j| j != i && self.nodes[j].is_stateless())
+            .count();
+        stateless < (self.nodes.len() - 1) / 2
+    }
+
+    fn chaos(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.down_until[i].is_some_and(|until| self.now >= until) {
+                self.start(i);
+                self.trace.push(format!("t{} n{i} restarted", self.now));
+            }
+        }
+        let faults = self.schedule.chaos_tick(&mut self.rng, self.now);
+        let n = self.nodes.len();
+        for fault in faults {
+            self.trace.push(format!("t{} fault {fault:?}", self.now));
+            match fault {
+                Fault::Conditions(c) => {
+                    if c != Conditions::perfect() {
+                        self.faults += 1;
+                    }
+                    self.network.conditions = c;
+                }
+                Fault::IsolateLeader { .. } => {
+                    self.faults += 1;
+                    let victim = match self.leader() {
+                        Some(l) => l,
+                        None => self.rng.index(n),
+                    };
+                    let groups = (0..n).map(|i| u8::from(i == victim)).collect();
+                    self.network.partition(groups);
+                }
+                Fault::Split { .. } => {
+                    self.faults += 1;
+                    // A random minority (at least one node) on one side.
+                    let minority = 1 + self.rng.index((n - 1) / 2);
+                    let mut groups = vec![0u8; n];
+                    let mut placed = 0;
+                    while placed < minority {
+                        let i = self.rng.index(n);
+                        if groups[i] == 0 {
+                            groups[i] = 1;
+                            placed += 1;
+                        }
+                    }
+                    self.network.partition(groups);
+                }
+                Fault::HealPartition => self.network.heal_partition(),
+                Fault::CrashOne { lose_disk, until } => {
+                    self.faults += 1;
+                    let i = self.rng.index(n);
+                    let lose_disk = lose_disk && self.may_lose_disk(i);
+                    self.crash(i, lose_disk, until);
+                }
+                Fault::CrashLeader { until } => {
+                    self.faults += 1;
+                    if let Some(i) = self.leader() {
+                        self.crash(i, false, until);
+                    }
+                }
+                Fault::CrashAll { until } => {
+                    self.faults += 1;
+                    for i in 0..n {
+                        self.crash(i, false, until);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The faults heal: a perfect network, every node up; pending operations must now finish.
+    fn heal(&mut self) {
+        self.healed = true;
+        self.schedule.heal();
+        self.network.heal_partition();
+        self.network.conditions = Conditions::perfect();
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].is_up() {
+                self.start(i);
+            }
+        }
+        self.clients.set_deadlines(self.now + LIVENESS_TICKS);
+        self.trace.push(format!("t{} healed", self.now));
+    }
+
+    /// One tick of the whole world.
+    fn step(&mut self, issue: bool) {
+        self.now += 1;
+        let now = self.now;
+        for node in &mut self.nodes {
+            if let Some(replica) = node.replica.as_mut() {
+                replica.tick();
+            }
+        }
+        if issue {
+            let timeout = if self.healed {
+                LIVENESS_TICKS
+            } else {
+                CLIENT_TIMEOUT_TICKS
+            };
+            self.clients.issue(
+                &mut self.rng,
+                now,
+                &mut self.nodes,
+                timeout,
+                &mut self.trace,
+            );
+        }
+        for envelope in self.network.due(now) {
+            let to = usize::from(envelope.to.0);
+            if let Some(replica) = self.nodes[to].replica.as_mut() {
+                self.hash.add(now);
+                self.hash
+                    .add(u64::from(envelope.from.0) << 16 | u64::from(envelope.to.0));
+                replica.receive(envelope.from, envelope.message);
+            }
+        }
+        for node in &mut self.nodes {
+            node.sync_if_due(now);
+        }
+        let sync_max = if self.healed {
+            SYNC_TICKS_MAX_HEALED
+        } else {
+            SYNC_TICKS_MAX_CHAOS
+        };
+        let mut events = Vec::new();
+        for i in 0..self.nodes.len() {
+            self.nodes[i].drain(&mut self.rng, now, &mut self.network, sync_max, &mut events);
+            for event in events.drain(..) {
+                self.handle(i, event);
+            }
+        }
+        for h in self.clients.expire(now) {
+            let entry = &self.clients.history[h];
+            self.trace
+                .push(format!("t{now} c{} timed out", entry.client));
+            if self.healed {
+                self.checker.violations.push(format!(
+                    "liveness: {:?} on key {} by client c{} (invoked at event {}) did not \
+                     complete within {LIVENESS_TICKS} ticks of the faults healing",
+                    entry.op,
+                    client::key_name(entry.key),
+                    entry.client,
+                    entry.invoke
+                ));
+            }
+        }
+    }
+
+    fn handle(&mut self, i: usize, event: NodeEvent) {
+        match event {
+            NodeEvent::Applied {
+                slot,
+                value,
+                outcome,
+            } => {
+                self.hash.add(i as u64);
+                self.hash.add(slot);
+                if let Value::Command(c) = &value {
+                    self.hash.add(c.id.seq);
+                    if let Some(outcome) = &outcome {
+                        self.clients.applied(i, c.id, outcome, &mut self.trace);
+                    }
+                }
+                self.checker.applied(i, slot, &value, outcome.as_ref());
+            }
+            NodeEvent::ReadDone { id, entry } => {
+                self.hash.add(id);
+                self.clients.read_done(i, id, entry, &mut self.trace);
+            }
+        }
+    }
+}
