@@ -65,6 +65,25 @@ fn report_failure(report: &Report) {
     out(&format!("  replay: {}", replay_command(report.seed)));
 }
 
+/// Runs one seed; a panic (an assertion of the core or of the simulator) is a violation.
+fn run_catching(seed: u64) -> Report {
+    match std::panic::catch_unwind(|| sim::run(seed)) {
+        Ok(report) => report,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".to_string());
+            Report {
+                seed,
+                violations: vec![format!("panic: {why}")],
+                ..Report::default()
+            }
+        }
+    }
+}
+
 fn run_on_workers(seeds: Vec<u64>) -> Vec<Report> {
     let next = AtomicU64::new(0);
     let reports = Mutex::new(Vec::new());
@@ -75,7 +94,7 @@ fn run_on_workers(seeds: Vec<u64>) -> Vec<Report> {
                 .spawn_scoped(scope, || loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                     let Some(&seed) = seeds.get(i) else { break };
-                    let mut report = sim::run(seed);
+                    let mut report = run_catching(seed);
                     report.trace.shrink_to_fit();
                     reports.lock().expect("no worker panicked").push(report);
                 })
@@ -101,7 +120,7 @@ fn simulation() {
     // Determinism: the first seed again must give the same trace.
     let again = std::thread::Builder::new()
         .stack_size(WORKER_STACK_BYTES)
-        .spawn(move || sim::run(seeds[0]))
+        .spawn(move || run_catching(seeds[0]))
         .expect("spawn")
         .join()
         .expect("the rerun finished");

@@ -50,6 +50,8 @@ enum Waiting {
 
 struct Client {
     node: usize,
+    /// Only reads (so that every node serves reads even while writers wait).
+    reader: bool,
     /// Index in the history of the operation in flight, what it waits for, and its deadline.
     pending: Option<(usize, Waiting, u64)>,
     next_at: u64,
@@ -82,12 +84,13 @@ pub fn value_id(bytes: &Bytes) -> u64 {
 }
 
 impl Clients {
-    /// `count` clients, attached round-robin to `members` nodes.
+    /// `count` clients, attached round-robin to `members` nodes; the first `members` only read.
     pub fn new(count: usize, members: usize) -> Clients {
         Clients {
             clients: (0..count)
                 .map(|i| Client {
                     node: i % members,
+                    reader: i < members,
                     pending: None,
                     next_at: 0,
                     seen_revision: [0; KEYS.len()],
@@ -130,7 +133,7 @@ impl Clients {
             let node = client.node;
             let key = rng.index(KEYS.len());
             let seen = client.seen_revision[key];
-            let kind = rng.below(10);
+            let kind = if client.reader { 0 } else { rng.below(10) };
             self.clients[c].next_at = now + rng.below(CLIENT_THINK_TICKS_MAX + 1);
             if !nodes[node].is_up() {
                 continue; // refused: nothing happened

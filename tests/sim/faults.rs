@@ -8,6 +8,11 @@ use super::rng::SimRng;
 
 /// Network conditions change this often during chaos.
 pub const CONDITIONS_TICKS: u64 = 150;
+/// Chance, at each change of conditions, that one node's clock runs slow, in thousandths.
+pub const CLOCK_SKEW_PER_MILLE: u64 = 500;
+/// A slow clock ticks with this chance per simulated tick, in thousandths (at least).
+pub const SLOW_TICK_PER_MILLE_MIN: u64 = 50;
+
 /// Chance per tick that a partition starts (when none is in force), in thousandths.
 pub const PARTITION_PER_MILLE: u64 = 6;
 /// A partition lasts between these many ticks.
@@ -25,6 +30,14 @@ pub const DISK_LOSS_PER_MILLE: u64 = 300;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     Conditions(Conditions),
+    /// Node `node`'s clock ticks with chance `per_mille` per tick (every other clock: always).
+    /// The core may rely on no clock for safety, so a slow one only tests that.
+    ClockSkew {
+        node: usize,
+        per_mille: u64,
+    },
+    /// Every clock ticks at the same rate.
+    ClocksAligned,
     /// Cut the current leader (or a random node if none leads) off from the rest.
     IsolateLeader {
         until: u64,
@@ -61,7 +74,7 @@ impl Schedule {
     }
 
     /// The faults to carry out at tick `now` of a chaos phase.
-    pub fn chaos_tick(&mut self, rng: &mut SimRng, now: u64) -> Vec<Fault> {
+    pub fn chaos_tick(&mut self, rng: &mut SimRng, now: u64, members: usize) -> Vec<Fault> {
         let mut faults = Vec::new();
         if now >= self.next_conditions {
             self.next_conditions = now + CONDITIONS_TICKS;
@@ -75,6 +88,14 @@ impl Schedule {
             } else {
                 Conditions::perfect()
             }));
+            faults.push(if rng.chance(CLOCK_SKEW_PER_MILLE) {
+                Fault::ClockSkew {
+                    node: rng.index(members),
+                    per_mille: rng.between(SLOW_TICK_PER_MILLE_MIN, 700),
+                }
+            } else {
+                Fault::ClocksAligned
+            });
         }
         match self.partition_until {
             Some(until) if now >= until => {

@@ -38,8 +38,11 @@ pub const SETTLE_TICKS: u64 = 150;
 /// A write waits up to this many ticks for its sync during chaos, and when healed.
 pub const SYNC_TICKS_MAX_CHAOS: u64 = 8;
 pub const SYNC_TICKS_MAX_HEALED: u64 = 2;
-/// Extra clients beyond one per node.
+/// Clients beyond one reader and one writer per node.
 pub const EXTRA_CLIENTS: usize = 2;
+/// Chance that an isolated leader's clock also runs slow (so it keeps leading longer, which a
+/// correct core must survive: it may rely on no clock for safety), in thousandths.
+pub const SLOW_ISOLATED_LEADER_PER_MILLE: u64 = 500;
 
 /// What one run did and found.
 #[derive(Debug, Default)]
@@ -63,6 +66,8 @@ struct Simulation {
     clients: Clients,
     checker: Checker,
     schedule: Schedule,
+    /// Per node: the chance, in thousandths, that its clock ticks in a simulated tick.
+    tick_per_mille: Vec<u64>,
     /// When each crashed node restarts (chaos only).
     down_until: Vec<Option<u64>>,
     healed: bool,
@@ -84,9 +89,10 @@ pub fn run(seed: u64) -> Report {
             .map(|i| SimNode::new(NodeId(i), members))
             .collect(),
         network: Network::new(),
-        clients: Clients::new(n + EXTRA_CLIENTS, n),
+        clients: Clients::new(2 * n + EXTRA_CLIENTS, n),
         checker: Checker::new(n),
         schedule: Schedule::new(),
+        tick_per_mille: vec![1000; n],
         down_until: vec![None; n],
         healed: false,
         faults: 0,
@@ -175,8 +181,8 @@ impl Simulation {
                 self.trace.push(format!("t{} n{i} restarted", self.now));
             }
         }
-        let faults = self.schedule.chaos_tick(&mut self.rng, self.now);
         let n = self.nodes.len();
+        let faults = self.schedule.chaos_tick(&mut self.rng, self.now, n);
         for fault in faults {
             self.trace.push(format!("t{} fault {fault:?}", self.now));
             match fault {
@@ -186,6 +192,12 @@ impl Simulation {
                     }
                     self.network.conditions = c;
                 }
+                Fault::ClockSkew { node, per_mille } => {
+                    self.faults += 1;
+                    self.tick_per_mille = vec![1000; n];
+                    self.tick_per_mille[node] = per_mille;
+                }
+                Fault::ClocksAligned => self.tick_per_mille = vec![1000; n],
                 Fault::IsolateLeader { .. } => {
                     self.faults += 1;
                     let victim = match self.leader() {
@@ -193,6 +205,11 @@ impl Simulation {
                         None => self.rng.index(n),
                     };
                     let groups = (0..n).map(|i| u8::from(i == victim)).collect();
+                    self.trace.push(format!("t{} isolated n{victim}", self.now));
+                    if self.rng.chance(SLOW_ISOLATED_LEADER_PER_MILLE) {
+                        self.tick_per_mille = vec![1000; n];
+                        self.tick_per_mille[victim] = self.rng.between(50, 300);
+                    }
                     self.network.partition(groups);
                 }
                 Fault::Split { .. } => {
@@ -239,6 +256,7 @@ impl Simulation {
         self.schedule.heal();
         self.network.heal_partition();
         self.network.conditions = Conditions::perfect();
+        self.tick_per_mille = vec![1000; self.nodes.len()];
         for i in 0..self.nodes.len() {
             if !self.nodes[i].is_up() {
                 self.start(i);
@@ -252,9 +270,11 @@ impl Simulation {
     fn step(&mut self, issue: bool) {
         self.now += 1;
         let now = self.now;
-        for node in &mut self.nodes {
+        for (node, per_mille) in self.nodes.iter_mut().zip(&self.tick_per_mille) {
             if let Some(replica) = node.replica.as_mut() {
-                replica.tick();
+                if *per_mille >= 1000 || self.rng.chance(*per_mille) {
+                    replica.tick();
+                }
             }
         }
         if issue {
