@@ -18,6 +18,7 @@ pub const PARTITION_PER_MILLE: u64 = 6;
 /// A partition lasts between these many ticks.
 pub const PARTITION_TICKS_MIN: u64 = 30;
 pub const PARTITION_TICKS_MAX: u64 = 400;
+pub const PARTITION_TICKS_SHORT_MAX: u64 = 100;
 /// Chance per tick of a crash, in thousandths.
 pub const CRASH_PER_MILLE: u64 = 6;
 /// A crashed node stays down between these many ticks.
@@ -84,6 +85,7 @@ impl Schedule {
                     loss_per_mille: rng.below(300),
                     dup_per_mille: rng.below(150),
                     delay_ticks_max: rng.between(1, 20),
+                    straggler_per_mille: rng.below(60),
                 }
             } else {
                 Conditions::perfect()
@@ -104,7 +106,14 @@ impl Schedule {
             }
             Some(_) => {}
             None if rng.chance(PARTITION_PER_MILLE) => {
-                let until = now + rng.between(PARTITION_TICKS_MIN, PARTITION_TICKS_MAX);
+                // Half the partitions are short: they heal while an isolated leader may still
+                // believe it leads, which is when stale ballots meet new ones.
+                let longest = if rng.chance(500) {
+                    PARTITION_TICKS_SHORT_MAX
+                } else {
+                    PARTITION_TICKS_MAX
+                };
+                let until = now + rng.between(PARTITION_TICKS_MIN, longest);
                 self.partition_until = Some(until);
                 faults.push(if rng.chance(500) {
                     Fault::IsolateLeader { until }

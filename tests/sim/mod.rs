@@ -38,6 +38,9 @@ pub const SETTLE_TICKS: u64 = 150;
 /// A write waits up to this many ticks for its sync during chaos, and when healed.
 pub const SYNC_TICKS_MAX_CHAOS: u64 = 8;
 pub const SYNC_TICKS_MAX_HEALED: u64 = 2;
+/// Per seed, the core's election timeout is drawn from this range (ticks).
+pub const ELECTION_TIMEOUT_TICKS_MIN: u64 = 8;
+pub const ELECTION_TIMEOUT_TICKS_MAX: u64 = 40;
 /// Clients beyond one reader and one writer per node.
 pub const EXTRA_CLIENTS: usize = 2;
 /// Chance that an isolated leader's clock also runs slow (so it keeps leading longer, which a
@@ -57,8 +60,18 @@ pub struct Report {
     pub trace: Vec<String>,
 }
 
+/// The core's timers, drawn per seed: short election timeouts against slow networks make for
+/// duelling candidates and stale leaders, which is where Paxos bugs live.
+struct Timers {
+    election_timeout_ticks: u64,
+    heartbeat_ticks: u64,
+    retry_ticks: u64,
+    command_retry_ticks: u64,
+}
+
 struct Simulation {
     rng: SimRng,
+    timers: Timers,
     now: u64,
     members: u16,
     nodes: Vec<SimNode>,
@@ -68,6 +81,8 @@ struct Simulation {
     schedule: Schedule,
     /// Per node: the chance, in thousandths, that its clock ticks in a simulated tick.
     tick_per_mille: Vec<u64>,
+    /// Clock faults wait until then (a slow isolated leader stays slow while isolated).
+    slow_until: Option<u64>,
     /// When each crashed node restarts (chaos only).
     down_until: Vec<Option<u64>>,
     healed: bool,
@@ -81,8 +96,17 @@ pub fn run(seed: u64) -> Report {
     let mut rng = SimRng::new(seed);
     let members: u16 = if rng.chance(500) { 3 } else { 5 };
     let n = usize::from(members);
+    let election_timeout_ticks =
+        rng.between(ELECTION_TIMEOUT_TICKS_MIN, ELECTION_TIMEOUT_TICKS_MAX);
+    let timers = Timers {
+        election_timeout_ticks,
+        heartbeat_ticks: rng.between(1, election_timeout_ticks / 4),
+        retry_ticks: rng.between(2, 8),
+        command_retry_ticks: rng.between(5, 30),
+    };
     let mut sim = Simulation {
         rng,
+        timers,
         now: 0,
         members,
         nodes: (0..members)
@@ -93,12 +117,20 @@ pub fn run(seed: u64) -> Report {
         checker: Checker::new(n),
         schedule: Schedule::new(),
         tick_per_mille: vec![1000; n],
+        slow_until: None,
         down_until: vec![None; n],
         healed: false,
         faults: 0,
         hash: TraceHash::default(),
         trace: Vec::new(),
     };
+    sim.trace.push(format!(
+        "seed {seed}: {n} nodes, election timeout {} ticks, heartbeat {}, retry {}, command retry {}",
+        sim.timers.election_timeout_ticks,
+        sim.timers.heartbeat_ticks,
+        sim.timers.retry_ticks,
+        sim.timers.command_retry_ticks
+    ));
     for i in 0..n {
         sim.start(i);
     }
@@ -137,7 +169,12 @@ pub fn run(seed: u64) -> Report {
 
 impl Simulation {
     fn config(&self, i: usize) -> Config {
-        Config::new(NodeId(i as u16), self.members)
+        let mut config = Config::new(NodeId(i as u16), self.members);
+        config.election_timeout_ticks = self.timers.election_timeout_ticks;
+        config.heartbeat_ticks = self.timers.heartbeat_ticks;
+        config.retry_ticks = self.timers.retry_ticks;
+        config.command_retry_ticks = self.timers.command_retry_ticks;
+        config
     }
 
     fn start(&mut self, i: usize) {
@@ -192,13 +229,16 @@ impl Simulation {
                     }
                     self.network.conditions = c;
                 }
+                // A slow isolated leader keeps its slow clock until its partition heals.
+                Fault::ClockSkew { .. } | Fault::ClocksAligned
+                    if self.slow_until.is_some_and(|until| self.now < until) => {}
                 Fault::ClockSkew { node, per_mille } => {
                     self.faults += 1;
                     self.tick_per_mille = vec![1000; n];
                     self.tick_per_mille[node] = per_mille;
                 }
                 Fault::ClocksAligned => self.tick_per_mille = vec![1000; n],
-                Fault::IsolateLeader { .. } => {
+                Fault::IsolateLeader { until } => {
                     self.faults += 1;
                     let victim = match self.leader() {
                         Some(l) => l,
@@ -209,6 +249,7 @@ impl Simulation {
                     if self.rng.chance(SLOW_ISOLATED_LEADER_PER_MILLE) {
                         self.tick_per_mille = vec![1000; n];
                         self.tick_per_mille[victim] = self.rng.between(50, 300);
+                        self.slow_until = Some(until);
                     }
                     self.network.partition(groups);
                 }
@@ -257,6 +298,7 @@ impl Simulation {
         self.network.heal_partition();
         self.network.conditions = Conditions::perfect();
         self.tick_per_mille = vec![1000; self.nodes.len()];
+        self.slow_until = None;
         for i in 0..self.nodes.len() {
             if !self.nodes[i].is_up() {
                 self.start(i);
@@ -320,6 +362,26 @@ impl Simulation {
             self.trace
                 .push(format!("t{now} c{} timed out", entry.client));
             if self.healed {
+                let status: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.replica.as_ref())
+                    .map(|r| {
+                        let s = r.status();
+                        format!(
+                            "{}:{} leader {:?} promised {} decided {} applied {} seen {}",
+                            s.node,
+                            s.role,
+                            s.leader,
+                            s.promised,
+                            s.decided,
+                            s.applied,
+                            s.commit_seen
+                        )
+                    })
+                    .collect();
+                self.trace
+                    .push(format!("t{now} status: {}", status.join("; ")));
                 self.checker.violations.push(format!(
                     "liveness: {:?} on key {} by client c{} (invoked at event {}) did not \
                      complete within {LIVENESS_TICKS} ticks of the faults healing",

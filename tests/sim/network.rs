@@ -17,7 +17,13 @@ pub struct Conditions {
     pub dup_per_mille: u64,
     /// Every copy is delivered after `1..=delay_ticks_max` ticks.
     pub delay_ticks_max: u64,
+    /// Chance that a copy is a straggler instead, delivered after up to
+    /// [`STRAGGLER_TICKS_MAX`] ticks (a message stuck in some queue), in thousandths.
+    pub straggler_per_mille: u64,
 }
+
+/// The longest a straggler takes to arrive, in ticks.
+pub const STRAGGLER_TICKS_MAX: u64 = 300;
 
 impl Conditions {
     /// No loss, no duplicates, next-tick delivery.
@@ -26,6 +32,7 @@ impl Conditions {
             loss_per_mille: 0,
             dup_per_mille: 0,
             delay_ticks_max: 1,
+            straggler_per_mille: 0,
         }
     }
 }
@@ -89,7 +96,12 @@ impl Network {
     }
 
     fn enqueue(&mut self, rng: &mut SimRng, now: u64, from: NodeId, to: NodeId, message: Message) {
-        let at = now + rng.between(1, self.conditions.delay_ticks_max.max(1));
+        let delay_max = if rng.chance(self.conditions.straggler_per_mille) {
+            STRAGGLER_TICKS_MAX
+        } else {
+            self.conditions.delay_ticks_max.max(1)
+        };
+        let at = now + rng.between(1, delay_max);
         self.sent += 1;
         let key = (at, rng.next_u64(), self.sent);
         self.in_flight.insert(key, Envelope { from, to, message });
