@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Seeds in the CI batch (`cargo test`): sized to take 1–3 minutes on 2 cores.
-const CI_SEEDS: u64 = 600;
+const CI_SEEDS: u64 = 4_000;
 /// Threads the batch runs on.
 const WORKERS: usize = 2;
 /// Each worker's stack (the linearizability search recurses once per operation).
