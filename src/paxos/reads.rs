@@ -58,6 +58,17 @@ impl Reads {
     }
 }
 
+/// Removes `id` from `ids`; returns whether it was there.
+fn take(ids: &mut Vec<ReadId>, id: ReadId) -> bool {
+    match ids.iter().position(|x| *x == id) {
+        Some(at) => {
+            ids.swap_remove(at);
+            true
+        }
+        None => false,
+    }
+}
+
 impl Replica {
     pub(crate) fn read_requested(&mut self, id: ReadId) {
         if self.leading().is_some() {
@@ -80,7 +91,11 @@ impl Replica {
 
     pub(crate) fn on_read_index_reply(&mut self, ids: Vec<u64>, index: Slot) {
         for id in ids {
-            if self.reads.sent.remove(&id).is_some() {
+            // The read may have just been queued for re-sending (its retry timer fired before
+            // this reply arrived): the reply answers it all the same. Taking replies only from
+            // `sent` livelocked every read whose round trip exceeds `retry_ticks`.
+            let queued = take(&mut self.reads.outgoing, id) || take(&mut self.reads.unsent, id);
+            if self.reads.sent.remove(&id).is_some() || queued {
                 self.reads.waiting_apply.push((id, index));
             }
         }

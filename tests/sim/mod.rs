@@ -1,0 +1,420 @@
+//! The seeded deterministic simulator of the Paxos core: one run = one seed. It owns the run's
+//! clock and phases (chaos, then heal, repeated, then a final settle), and wires the other
+//! modules together: `network` (hostile wire), `node` (replica + disk + model state machine),
+//! `client` (operations and their history), `faults` (what goes wrong, when), `checks`
+//! (the properties) and `linearizability` (the per-key checker). `rng` is the single source of
+//! randomness, so a seed replays the same run; `TraceHash` proves it.
+
+pub mod checks;
+pub mod client;
+pub mod faults;
+pub mod kv;
+pub mod linearizability;
+pub mod network;
+pub mod node;
+pub mod rng;
+
+use checks::Checker;
+use client::Clients;
+use consens::paxos::types::{NodeId, Value};
+use consens::paxos::{Config, Role};
+use faults::{Fault, Schedule};
+use network::{Conditions, Network};
+use node::{NodeEvent, SimNode};
+use rng::{SimRng, TraceHash};
+
+/// Chaos and heal alternate this many times per run.
+pub const CYCLES: usize = 2;
+/// Ticks of random faults per cycle.
+pub const CHAOS_TICKS: u64 = 1_200;
+/// Ticks of a perfect network with every node up per cycle (clients keep going).
+pub const HEAL_TICKS: u64 = 400;
+/// After the faults heal, every pending client operation completes within this many ticks.
+pub const LIVENESS_TICKS: u64 = 400;
+/// During chaos a client gives up on an operation after this many ticks.
+pub const CLIENT_TIMEOUT_TICKS: u64 = 250;
+/// Ticks the cluster gets at the end, clients stopped, to converge before the final checks.
+pub const SETTLE_TICKS: u64 = 150;
+/// A write waits up to this many ticks for its sync during chaos, and when healed.
+pub const SYNC_TICKS_MAX_CHAOS: u64 = 8;
+pub const SYNC_TICKS_MAX_HEALED: u64 = 2;
+/// Per seed, the core's election timeout is drawn from this range (ticks).
+pub const ELECTION_TIMEOUT_TICKS_MIN: u64 = 8;
+pub const ELECTION_TIMEOUT_TICKS_MAX: u64 = 40;
+/// Clients beyond one reader and one writer per node.
+pub const EXTRA_CLIENTS: usize = 2;
+/// Chance that an isolated leader's clock also runs slow (so it keeps leading longer, which a
+/// correct core must survive: it may rely on no clock for safety), in thousandths.
+pub const SLOW_ISOLATED_LEADER_PER_MILLE: u64 = 500;
+
+/// What one run did and found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub seed: u64,
+    pub members: usize,
+    pub ops: u64,
+    pub faults: u64,
+    pub violations: Vec<String>,
+    pub trace_hash: u64,
+    /// The run's trace (faults, client operations, answers), for replays and failures.
+    pub trace: Vec<String>,
+}
+
+/// The core's timers, drawn per seed: short election timeouts against slow networks make for
+/// duelling candidates and stale leaders, which is where Paxos bugs live.
+struct Timers {
+    election_timeout_ticks: u64,
+    heartbeat_ticks: u64,
+    retry_ticks: u64,
+    command_retry_ticks: u64,
+}
+
+struct Simulation {
+    rng: SimRng,
+    timers: Timers,
+    now: u64,
+    members: u16,
+    nodes: Vec<SimNode>,
+    network: Network,
+    clients: Clients,
+    checker: Checker,
+    schedule: Schedule,
+    /// Per node: the chance, in thousandths, that its clock ticks in a simulated tick.
+    tick_per_mille: Vec<u64>,
+    /// Clock faults wait until then (a slow isolated leader stays slow while isolated).
+    slow_until: Option<u64>,
+    /// When each crashed node restarts (chaos only).
+    down_until: Vec<Option<u64>>,
+    healed: bool,
+    faults: u64,
+    hash: TraceHash,
+    trace: Vec<String>,
+}
+
+/// Runs the simulation for `seed`.
+pub fn run(seed: u64) -> Report {
+    let mut rng = SimRng::new(seed);
+    let members: u16 = if rng.chance(500) { 3 } else { 5 };
+    let n = usize::from(members);
+    let election_timeout_ticks =
+        rng.between(ELECTION_TIMEOUT_TICKS_MIN, ELECTION_TIMEOUT_TICKS_MAX);
+    let timers = Timers {
+        election_timeout_ticks,
+        heartbeat_ticks: rng.between(1, election_timeout_ticks / 4),
+        retry_ticks: rng.between(2, 8),
+        command_retry_ticks: rng.between(5, 30),
+    };
+    let mut sim = Simulation {
+        rng,
+        timers,
+        now: 0,
+        members,
+        nodes: (0..members)
+            .map(|i| SimNode::new(NodeId(i), members))
+            .collect(),
+        network: Network::new(),
+        clients: Clients::new(2 * n + EXTRA_CLIENTS, n),
+        checker: Checker::new(n),
+        schedule: Schedule::new(),
+        tick_per_mille: vec![1000; n],
+        slow_until: None,
+        down_until: vec![None; n],
+        healed: false,
+        faults: 0,
+        hash: TraceHash::default(),
+        trace: Vec::new(),
+    };
+    sim.trace.push(format!(
+        "seed {seed}: {n} nodes, election timeout {} ticks, heartbeat {}, retry {}, command retry {}",
+        sim.timers.election_timeout_ticks,
+        sim.timers.heartbeat_ticks,
+        sim.timers.retry_ticks,
+        sim.timers.command_retry_ticks
+    ));
+    for i in 0..n {
+        sim.start(i);
+    }
+    for _ in 0..CYCLES {
+        sim.healed = false;
+        for _ in 0..CHAOS_TICKS {
+            sim.chaos();
+            sim.step(true);
+        }
+        sim.heal();
+        for _ in 0..HEAL_TICKS {
+            sim.step(true);
+        }
+    }
+    // Stop the clients, wait for what is pending (bounded by the liveness deadline), settle.
+    let mut waited = 0;
+    while sim.clients.pending() > 0 && waited <= LIVENESS_TICKS {
+        sim.step(false);
+        waited += 1;
+    }
+    for _ in 0..SETTLE_TICKS {
+        sim.step(false);
+    }
+    sim.checker.finish(&sim.nodes, &sim.clients.history);
+    sim.hash.add(sim.rng.next_u64());
+    Report {
+        seed,
+        members: n,
+        ops: sim.clients.ops_invoked,
+        faults: sim.faults,
+        violations: sim.checker.violations,
+        trace_hash: sim.hash.value(),
+        trace: sim.trace,
+    }
+}
+
+impl Simulation {
+    fn config(&self, i: usize) -> Config {
+        let mut config = Config::new(NodeId(i as u16), self.members);
+        config.election_timeout_ticks = self.timers.election_timeout_ticks;
+        config.heartbeat_ticks = self.timers.heartbeat_ticks;
+        config.retry_ticks = self.timers.retry_ticks;
+        config.command_retry_ticks = self.timers.command_retry_ticks;
+        config
+    }
+
+    fn start(&mut self, i: usize) {
+        let seed = self.rng.next_u64();
+        let config = self.config(i);
+        self.nodes[i].start(config, seed);
+        self.checker.restarted(i);
+        self.down_until[i] = None;
+    }
+
+    fn crash(&mut self, i: usize, lose_disk: bool, until: u64) {
+        if !self.nodes[i].is_up() {
+            return;
+        }
+        self.nodes[i].crash(lose_disk);
+        self.clients.node_crashed(i);
+        self.down_until[i] = Some(until);
+        let what = if lose_disk { " and lost its disk" } else { "" };
+        self.trace
+            .push(format!("t{} n{i} crashed{what} until t{until}", self.now));
+    }
+
+    fn leader(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].role() == Some(Role::Leader))
+            .max_by_key(|&i| self.nodes[i].replica.as_ref().map(|r| r.status().promised))
+    }
+
+    /// At most a minority may be without their durable state at once.
+    fn may_lose_disk(&self, i: usize) -> bool {
+        let stateless = (0..self.nodes.len())
+            .filter(|&j| j != i && self.nodes[j].is_stateless())
+            .count();
+        stateless < (self.nodes.len() - 1) / 2
+    }
+
+    fn chaos(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.down_until[i].is_some_and(|until| self.now >= until) {
+                self.start(i);
+                self.trace.push(format!("t{} n{i} restarted", self.now));
+            }
+        }
+        let n = self.nodes.len();
+        let faults = self.schedule.chaos_tick(&mut self.rng, self.now, n);
+        for fault in faults {
+            self.trace.push(format!("t{} fault {fault:?}", self.now));
+            match fault {
+                Fault::Conditions(c) => {
+                    if c != Conditions::perfect() {
+                        self.faults += 1;
+                    }
+                    self.network.conditions = c;
+                }
+                // A slow isolated leader keeps its slow clock until its partition heals.
+                Fault::ClockSkew { .. } | Fault::ClocksAligned
+                    if self.slow_until.is_some_and(|until| self.now < until) => {}
+                Fault::ClockSkew { node, per_mille } => {
+                    self.faults += 1;
+                    self.tick_per_mille = vec![1000; n];
+                    self.tick_per_mille[node] = per_mille;
+                }
+                Fault::ClocksAligned => self.tick_per_mille = vec![1000; n],
+                Fault::IsolateLeader { until } => {
+                    self.faults += 1;
+                    let victim = match self.leader() {
+                        Some(l) => l,
+                        None => self.rng.index(n),
+                    };
+                    let groups = (0..n).map(|i| u8::from(i == victim)).collect();
+                    self.trace.push(format!("t{} isolated n{victim}", self.now));
+                    if self.rng.chance(SLOW_ISOLATED_LEADER_PER_MILLE) {
+                        self.tick_per_mille = vec![1000; n];
+                        self.tick_per_mille[victim] = self.rng.between(50, 300);
+                        self.slow_until = Some(until);
+                    }
+                    self.network.partition(groups);
+                }
+                Fault::Split { .. } => {
+                    self.faults += 1;
+                    // A random minority (at least one node) on one side.
+                    let minority = 1 + self.rng.index((n - 1) / 2);
+                    let mut groups = vec![0u8; n];
+                    let mut placed = 0;
+                    while placed < minority {
+                        let i = self.rng.index(n);
+                        if groups[i] == 0 {
+                            groups[i] = 1;
+                            placed += 1;
+                        }
+                    }
+                    self.network.partition(groups);
+                }
+                Fault::HealPartition => self.network.heal_partition(),
+                Fault::CrashOne { lose_disk, until } => {
+                    self.faults += 1;
+                    let i = self.rng.index(n);
+                    let lose_disk = lose_disk && self.may_lose_disk(i);
+                    self.crash(i, lose_disk, until);
+                }
+                Fault::CrashLeader { until } => {
+                    self.faults += 1;
+                    if let Some(i) = self.leader() {
+                        self.crash(i, false, until);
+                    }
+                }
+                Fault::CrashAll { until } => {
+                    self.faults += 1;
+                    for i in 0..n {
+                        self.crash(i, false, until);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The faults heal: a perfect network, every node up; pending operations must now finish.
+    fn heal(&mut self) {
+        self.healed = true;
+        self.schedule.heal();
+        self.network.heal_partition();
+        self.network.conditions = Conditions::perfect();
+        self.tick_per_mille = vec![1000; self.nodes.len()];
+        self.slow_until = None;
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].is_up() {
+                self.start(i);
+            }
+        }
+        self.clients.set_deadlines(self.now + LIVENESS_TICKS);
+        self.trace.push(format!("t{} healed", self.now));
+    }
+
+    /// One tick of the whole world.
+    fn step(&mut self, issue: bool) {
+        self.now += 1;
+        let now = self.now;
+        for (node, per_mille) in self.nodes.iter_mut().zip(&self.tick_per_mille) {
+            if let Some(replica) = node.replica.as_mut() {
+                if *per_mille >= 1000 || self.rng.chance(*per_mille) {
+                    replica.tick();
+                }
+            }
+        }
+        if issue {
+            let timeout = if self.healed {
+                LIVENESS_TICKS
+            } else {
+                CLIENT_TIMEOUT_TICKS
+            };
+            self.clients.issue(
+                &mut self.rng,
+                now,
+                &mut self.nodes,
+                timeout,
+                &mut self.trace,
+            );
+        }
+        for envelope in self.network.due(now) {
+            let to = usize::from(envelope.to.0);
+            if let Some(replica) = self.nodes[to].replica.as_mut() {
+                self.hash.add(now);
+                self.hash
+                    .add(u64::from(envelope.from.0) << 16 | u64::from(envelope.to.0));
+                replica.receive(envelope.from, envelope.message);
+            }
+        }
+        for node in &mut self.nodes {
+            node.sync_if_due(now);
+        }
+        let sync_max = if self.healed {
+            SYNC_TICKS_MAX_HEALED
+        } else {
+            SYNC_TICKS_MAX_CHAOS
+        };
+        let mut events = Vec::new();
+        for i in 0..self.nodes.len() {
+            self.nodes[i].drain(&mut self.rng, now, &mut self.network, sync_max, &mut events);
+            for event in events.drain(..) {
+                self.handle(i, event);
+            }
+        }
+        for h in self.clients.expire(now) {
+            let entry = &self.clients.history[h];
+            self.trace
+                .push(format!("t{now} c{} timed out", entry.client));
+            if self.healed {
+                let status: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.replica.as_ref())
+                    .map(|r| {
+                        let s = r.status();
+                        format!(
+                            "{}:{} leader {:?} promised {} decided {} applied {} seen {}",
+                            s.node,
+                            s.role,
+                            s.leader,
+                            s.promised,
+                            s.decided,
+                            s.applied,
+                            s.commit_seen
+                        )
+                    })
+                    .collect();
+                self.trace
+                    .push(format!("t{now} status: {}", status.join("; ")));
+                self.checker.violations.push(format!(
+                    "liveness: {:?} on key {} by client c{} (invoked at event {}) did not \
+                     complete within {LIVENESS_TICKS} ticks of the faults healing",
+                    entry.op,
+                    client::key_name(entry.key),
+                    entry.client,
+                    entry.invoke
+                ));
+            }
+        }
+    }
+
+    fn handle(&mut self, i: usize, event: NodeEvent) {
+        match event {
+            NodeEvent::Applied {
+                slot,
+                value,
+                outcome,
+            } => {
+                self.hash.add(i as u64);
+                self.hash.add(slot);
+                if let Value::Command(c) = &value {
+                    self.hash.add(c.id.seq);
+                    if let Some(outcome) = &outcome {
+                        self.clients.applied(i, c.id, outcome, &mut self.trace);
+                    }
+                }
+                self.checker.applied(i, slot, &value, outcome.as_ref());
+            }
+            NodeEvent::ReadDone { id, entry } => {
+                self.hash.add(id);
+                self.clients.read_done(i, id, entry, &mut self.trace);
+            }
+        }
+    }
+}
