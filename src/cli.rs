@@ -1,5 +1,7 @@
 //! The command line: one clap-derived parser for every subcommand, and the dispatch to them.
 
+use crate::bench::BenchArgs;
+use crate::client::commands::{ClientCommand, NodeArgs};
 use crate::config::{ServeArgs, ServeConfig};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -22,6 +24,48 @@ pub enum Command {
     /// Inspect a write-ahead log directory (read-only).
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Print a key's value (exit 1 if not found).
+    Get {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Write a key; prints its new revision.
+    Put {
+        /// The key.
+        key: String,
+        /// The value (no newline or NUL: the line protocol carries it; use HTTP for raw bytes).
+        value: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Delete a key (exit 1 if it did not exist).
+    Del {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Compare-and-swap: write only if the key is at REVISION (0: only if absent). Prints the new
+    /// revision, or the current one with exit 1 on conflict.
+    Cas {
+        /// The key.
+        key: String,
+        /// The revision the key must be at.
+        revision: u64,
+        /// The new value.
+        value: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Print a node's status (role, leader, slots, health) as JSON.
+    Status {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Drive a running cluster with load and report throughput, latency and errors.
+    Bench(BenchArgs),
 }
 
 /// `consens wal ...`: operator tools for the write-ahead log (`wal-format.md` §14).
@@ -45,6 +89,30 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Wal(cmd) => wal(cmd),
+        Command::Get { key, node } => {
+            crate::client::commands::run(ClientCommand::Get { key }, &node)
+        }
+        Command::Put { key, value, node } => {
+            crate::client::commands::run(ClientCommand::Put { key, value }, &node)
+        }
+        Command::Del { key, node } => {
+            crate::client::commands::run(ClientCommand::Del { key }, &node)
+        }
+        Command::Cas {
+            key,
+            revision,
+            value,
+            node,
+        } => crate::client::commands::run(
+            ClientCommand::Cas {
+                key,
+                revision,
+                value,
+            },
+            &node,
+        ),
+        Command::Status { node } => crate::client::commands::run(ClientCommand::Status, &node),
+        Command::Bench(args) => crate::bench::run(&args),
     }
 }
 

@@ -10,9 +10,14 @@
 //! - [`server`]: HTTP and line-protocol front ends; they talk to the node through a `Store`.
 //! - [`metrics`]: Prometheus metrics served on `/_metrics`.
 //! - [`snapshot`]: state-machine snapshots on disk and in chunks on the wire.
+//! - [`client`]: the async client library (line protocol, pipelined, with failover and typed
+//!   errors) and the `consens get|put|del|cas|status` subcommands built on it.
+//! - [`bench`]: `consens bench`, the load tool (line protocol via [`client`], or HTTP).
 //! - [`config`], [`cli`]: flags, address resolution, subcommands.
 
+pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod fs_durable;
 pub mod kv;

@@ -1,0 +1,144 @@
+//! The `consens get|put|del|cas|status` subcommands: thin wrappers over [`Client`] for shells.
+//!
+//! Every subcommand takes `--node host:port` (a node's line-protocol address, its HTTP port + 1;
+//! repeat it or separate with commas to allow failover). Exit codes, so scripts can branch:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | done (`get` printed the value, `put`/`cas` the new revision) |
+//! | 1 | not found (`get`, `del`) or conflict (`cas`, which prints the current revision) |
+//! | 2 | bad usage (from the argument parser) or an invalid key/value |
+//! | 3 | failed: no quorum, unavailable, no node reachable, ... (not applied) |
+//! | 4 | outcome unknown: the write may or may not have been applied |
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::client::{CasOutcome, Client, ClientError, REQUEST_TIMEOUT_MS};
+
+/// Exit code for "not found" and "conflict".
+const EXIT_NOT_FOUND_OR_CONFLICT: u8 = 1;
+/// Exit code for requests refused before sending.
+const EXIT_INVALID: u8 = 2;
+/// Exit code for failures where nothing was applied.
+const EXIT_FAILED: u8 = 3;
+/// Exit code for writes whose outcome is unknown.
+const EXIT_OUTCOME_UNKNOWN: u8 = 4;
+
+/// Where to send the request; shared by every client subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
+    /// Line-protocol address of a node (its HTTP port + 1), as host:port. Repeat it or separate
+    /// several with commas: the client fails over in that order.
+    #[arg(
+        long = "node",
+        env = "CONSENS_NODE",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:3001"
+    )]
+    pub nodes: Vec<String>,
+    /// Give up waiting for a reply after this many milliseconds.
+    #[arg(long, env = "CONSENS_TIMEOUT_MS", default_value_t = REQUEST_TIMEOUT_MS)]
+    pub timeout_ms: u64,
+}
+
+/// The client subcommands.
+#[derive(Debug, Clone)]
+pub enum ClientCommand {
+    /// Print a key's value.
+    Get { key: String },
+    /// Write a key, print its revision.
+    Put { key: String, value: String },
+    /// Delete a key.
+    Del { key: String },
+    /// Compare-and-swap, print the new revision (or the current one on conflict).
+    Cas {
+        key: String,
+        revision: u64,
+        value: String,
+    },
+    /// Print the node's status as JSON.
+    Status,
+}
+
+/// Runs one client subcommand on a fresh single-threaded runtime and maps the result to an
+/// exit code (module docs).
+pub fn run(command: ClientCommand, node: &NodeArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("consens: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(command, node)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("consens: {e}");
+            ExitCode::from(match e {
+                ClientError::InvalidRequest(_) | ClientError::Rejected(_) => EXIT_INVALID,
+                ClientError::OutcomeUnknown { .. } => EXIT_OUTCOME_UNKNOWN,
+                _ => EXIT_FAILED,
+            })
+        }
+    }
+}
+
+async fn execute(command: ClientCommand, node: &NodeArgs) -> Result<ExitCode, ClientError> {
+    let client = Client::builder()
+        .nodes(node.nodes.iter().cloned())
+        .request_timeout(Duration::from_millis(node.timeout_ms))
+        .connect()
+        .await?;
+    let mut out = std::io::stdout().lock();
+    let printed = match command {
+        ClientCommand::Get { key } => match client.get(&key).await? {
+            Some(value) => out.write_all(&value).and_then(|()| out.write_all(b"\n")),
+            None => return Ok(not_found(&key)),
+        },
+        ClientCommand::Put { key, value } => {
+            let revision = client.put(&key, &value).await?;
+            writeln!(out, "{revision}")
+        }
+        ClientCommand::Del { key } => {
+            if !client.delete(&key).await? {
+                return Ok(not_found(&key));
+            }
+            Ok(())
+        }
+        ClientCommand::Cas {
+            key,
+            revision,
+            value,
+        } => match client.compare_and_swap(&key, revision, &value).await? {
+            CasOutcome::Swapped { revision } => writeln!(out, "{revision}"),
+            CasOutcome::Conflict { current } => {
+                eprintln!("consens: conflict: '{key}' is at revision {current}, not {revision}");
+                let _ = writeln!(out, "{current}");
+                return Ok(ExitCode::from(EXIT_NOT_FOUND_OR_CONFLICT));
+            }
+        },
+        ClientCommand::Status => {
+            let status = client.status().await?;
+            let json = serde_json::to_string_pretty(&status)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            writeln!(out, "{json}")
+        }
+    };
+    Ok(match printed.and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("consens: cannot write output: {e}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+fn not_found(key: &str) -> ExitCode {
+    eprintln!("consens: '{key}' not found");
+    ExitCode::from(EXIT_NOT_FOUND_OR_CONFLICT)
+}
