@@ -49,7 +49,7 @@ fn replay_command(seed: u64) -> String {
 
 fn report_failure(report: &Report) {
     out(&format!(
-        "simulation: seed {} ({} nodes) FAILED with {} violation(s):",
+        "FAILED: seed {} ({} nodes), {} violation(s):",
         report.seed,
         report.members,
         report.violations.len()
