@@ -47,7 +47,9 @@ impl NodeHandle {
             .send(Request::Write { op, reply })
             .await
             .map_err(|_| StoreError::ShuttingDown)?;
-        answer.await.unwrap_or(Err(StoreError::ShuttingDown))
+        // Once the loop holds the request it may have proposed it: an answer that never comes
+        // is "outcome unknown", never "not proposed".
+        answer.await.unwrap_or(Err(StoreError::OutcomeUnknown))
     }
 
     async fn read_inner(

@@ -7,6 +7,7 @@
 //! one to the highest any acceptor reported, the decided value if one was reported, else the
 //! value accepted at the highest ballot, else a no-op; then it proposes new commands.
 
+use crate::paxos::idhash::IdHashBuilder;
 use crate::paxos::message::{Message, SlotState, MESSAGE_FIXED_BYTES_MAX};
 use crate::paxos::quorum::MemberSet;
 use crate::paxos::replica::{Replica, RoleState};
@@ -52,7 +53,7 @@ pub(crate) struct Leadership {
     /// Commands waiting for room in the window.
     pub(crate) queue: VecDeque<Command>,
     /// Ids of commands in `queue` or undecided in `proposals` (to drop re-sent duplicates).
-    pub(crate) queued: HashSet<CommandId>,
+    pub(crate) queued: HashSet<CommandId, IdHashBuilder>,
     /// The highest slot phase 1 found: reads wait until it is decided.
     pub(crate) recovered_upto: Slot,
     /// When each member last answered this leader (index: node id).
@@ -273,7 +274,7 @@ impl Replica {
             .max(campaign.from - 1)
             .max(self.decided_upto);
         let mut proposals = VecDeque::new();
-        let mut queued = HashSet::new();
+        let mut queued = HashSet::default();
         for slot in campaign.from..=last {
             let value = self
                 .log

@@ -51,6 +51,7 @@
 
 mod acceptor;
 pub mod config;
+mod idhash;
 mod join;
 mod leader;
 mod learner;
