@@ -233,7 +233,7 @@ async fn run_phase(execs: Vec<Exec>, plan: Arc<Plan>, seed: u64) -> (Vec<Exec>, 
     (execs, total)
 }
 
-/// Writes every key once with [`PREFILL_WORKERS_MAX`] workers of their own (line protocol:
+/// Writes every key once with `PREFILL_WORKERS_MAX` workers of their own (line protocol:
 /// clones of the first client, pipelined on its connection; HTTP: fresh connections), so that
 /// even a one-client run prefills quickly. Returns the prefill's tally (its errors are reported
 /// to the caller).

@@ -1,7 +1,7 @@
 //! An async client for a consens cluster, over the line protocol (on tokio).
 //!
 //! A [`Client`] talks to one node at a time over one pipelined connection
-//! ([`connection`](self::connection)): many tasks may use one client (it is `Clone`, all clones
+//! (module `connection`): many tasks may use one client (it is `Clone`, all clones
 //! share the connection), and their requests travel together without waiting for each other.
 //! When the node stops answering the client fails over to the next node in its list.
 //!
