@@ -96,10 +96,18 @@ fn put_get_delete_cas_status_against_three_nodes() {
             Some(&b"x"[..])
         );
 
-        let status = client.status().await.expect("status");
+        // The node republishes its status every few ticks: wait for it to name the leader.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            let status = client.status().await.expect("status");
+            if (status.leader.is_some() && status.healthy) || Instant::now() > deadline {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert_eq!(status.members, 3);
-        assert!(status.healthy);
-        assert!(status.leader.is_some());
+        assert!(status.healthy, "{status:?}");
+        assert!(status.leader.is_some(), "{status:?}");
         client.ping().await.expect("ping");
 
         // Refused before sending, with clear errors.
