@@ -299,7 +299,9 @@ pub async fn load(
                 let finished = plan.finished.load(Ordering::Relaxed);
                 let elapsed = started.elapsed();
                 match plan.stop {
-                    Stop::At(_) => bar.set_position(elapsed.as_secs()),
+                    Stop::At(_) => {
+                        bar.set_position(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+                    }
                     Stop::After(_) => bar.set_position(finished),
                 }
                 let rate = finished as f64 / elapsed.as_secs_f64().max(1e-9);
@@ -324,8 +326,10 @@ fn progress_bar(stop: &Stop, duration: Duration, show: bool) -> ProgressBar {
     }
     let (len, template) = match stop {
         Stop::At(_) => (
-            duration.as_secs().max(1),
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} s  {msg}",
+            u64::try_from(duration.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}%  {msg}",
         ),
         Stop::After(total) => (
             *total,
