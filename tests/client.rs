@@ -457,3 +457,39 @@ fn cli_subcommands_and_bench_against_one_node() {
     assert_eq!(report["errors_total"], 0, "{out}");
     assert_eq!(report["protocol"], "http");
 }
+
+#[test]
+fn refused_connections_and_idle_closes_are_handled() {
+    let cluster = Cluster::start(1, &["--connections-max", "2", "--idle-timeout-secs", "1"]);
+    cluster.wait_ready(0);
+    let node = cluster.nodes[0].line_addr().to_string();
+    bounded(async {
+        let a = Client::connect([node.clone()])
+            .await
+            .expect("first connection");
+        let b = Client::connect([node.clone()])
+            .await
+            .expect("second connection");
+        // Over the node's cap: the node answers "ERR too many connections" instead of PONG.
+        match Client::connect([node.clone()]).await {
+            Err(ClientError::AllNodesFailed { last, .. }) => {
+                assert!(last.contains("too many connections"), "{last}")
+            }
+            other => panic!("expected AllNodesFailed, got {other:?}"),
+        }
+        // Both connections idle past the node's idle timeout; the node closes them. The next
+        // request notices, reconnects and succeeds: nothing had been sent, so even a write is
+        // safe to send on the new connection.
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        a.put("after-idle", "v")
+            .await
+            .expect("put after idle close");
+        assert_eq!(
+            b.get("after-idle")
+                .await
+                .expect("get after idle close")
+                .as_deref(),
+            Some(&b"v"[..])
+        );
+    });
+}
