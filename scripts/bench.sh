@@ -16,6 +16,7 @@
 #   KEYS=1000           distinct keys
 #   SKIP_ETCD=1         skip the etcd/wrk comparison
 #   SKIP_HTTP=1         skip the `consens bench --protocol http` matrix
+#   SKIP_MATRIX=1       skip the whole `consens bench` matrix (only the etcd comparison)
 #   CONSENS_BIN=path    use this binary instead of building target/release/consens
 #
 # The standard matrix: 1 and 64 clients x 100 B and 4 KiB values x writes (put=100),
@@ -85,11 +86,30 @@ if [ "$ready" -ne 1 ]; then
   exit 1
 fi
 
+# Put the leader first: one-client rows then measure the leader's own path (a write through a
+# follower currently waits for the leader's next heartbeat to learn the decision; see
+# docs/benchmarks.md), and the 64-client rows spread over all nodes either way.
+leader=$("$bin" status --node "127.0.0.1:$((base + 1))" 2>/dev/null |
+  sed -n 's/^ *"leader": "127\.0\.0\.1:\([0-9]*\)".*/\1/p' | sed -n 1p)
+if [ -n "$leader" ]; then
+  http_nodes="127.0.0.1:$leader"
+  line_nodes="127.0.0.1:$((leader + 1))"
+  for p in "${ports[@]}"; do
+    [ "$p" = "$leader" ] && continue
+    http_nodes="$http_nodes,127.0.0.1:$p"
+    line_nodes="$line_nodes,127.0.0.1:$((p + 1))"
+  done
+else
+  leader=$base
+fi
+
 # jnum FIELD JSON: the first number after "FIELD": in the one-line JSON report.
-jnum() { sed -n "s/.*\"$1\":\([0-9.eE+-]*\).*/\1/p" <<<"$2" | head -n 1; }
+jnum() { sed -n "s/.*\"$1\":\([0-9.eE+-]*\).*/\1/p" <<<"$2" | sed -n 1p; }
 
 cpus=$(nproc 2>/dev/null || echo '?')
 echo "## consens bench: 3 nodes on loopback, fsync on, ${secs} s per run, ${cpus} CPUs shared by nodes and load"
+echo
+echo "Nodes in order (leader first; client i starts at node i mod 3): line $line_nodes"
 echo
 echo "| protocol | clients | in flight / client | value | workload | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -111,7 +131,8 @@ run_consens_bench() { # protocol clients pipeline size mix label
 
 protocols=(line)
 [ "${SKIP_HTTP:-}" = 1 ] || protocols+=(http)
-for protocol in "${protocols[@]}"; do
+[ "${SKIP_MATRIX:-}" = 1 ] && protocols=()
+for protocol in ${protocols[@]+"${protocols[@]}"}; do
   for clients in 1 64; do
     if [ "$clients" -eq 1 ] || [ "$protocol" = http ]; then pl=1; else pl=$pipeline; fi
     for size in 100 4096; do
@@ -165,7 +186,15 @@ if [ "$ready" -ne 1 ]; then
   tail -n 20 "$tmp/etcd-0.log" >&2
   exit 0
 fi
-etcd_version=$(etcd --version 2>/dev/null | head -n 1)
+etcd_version=$(etcd --version 2>/dev/null | sed -n 1p)
+# wrk hits each system's leader, so neither pays for forwarding.
+e_leader=${e_client[0]}
+for c in "${e_client[@]}"; do
+  st=$(curl -sf -m 2 -XPOST "http://127.0.0.1:$c/v3/maintenance/status" -d '{}' || true)
+  me=$(sed -n 's/.*"member_id":"\([0-9]*\)".*/\1/p' <<<"$st")
+  lead=$(sed -n 's/.*"leader":"\([0-9]*\)".*/\1/p' <<<"$st")
+  if [ -n "$me" ] && [ "$me" = "$lead" ]; then e_leader=$c; fi
+done
 
 # The wrk scripts: WRK_MODE is put, get or mix; keys k1..kKEYS; values of WRK_VALUE_SIZE bytes.
 cat >"$tmp/consens.lua" <<'EOF'
@@ -236,7 +265,7 @@ to_ms() {
 
 echo "## HTTP, same wrk load: consens HTTP API vs etcd JSON gateway ($etcd_version), 3 nodes each on loopback, ${secs} s per run"
 echo
-echo "wrk hits one node of each cluster (the first); etcd reads are its default linearizable range."
+echo "wrk (2 threads) hits each cluster's leader (consens 127.0.0.1:$leader, etcd 127.0.0.1:$e_leader); etcd reads are its default linearizable range."
 echo
 echo "| connections | value | workload | consens ops/s | p50 ms | p99 ms | etcd ops/s | p50 ms | p99 ms | consens / etcd | non-2xx (consens, etcd) |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
@@ -244,8 +273,8 @@ for conns in 1 64; do
   for size in 100 4096; do
     for mode in put get mix; do
       case $mode in put) label=writes ;; get) label="linearizable reads" ;; *) label="50/50 mix" ;; esac
-      read -r c_rps c_p50 c_p99 c_bad < <(run_wrk "http://127.0.0.1:$base" "$tmp/consens.lua" "$conns" "$size" "$mode")
-      read -r e_rps e_p50 e_p99 e_bad < <(run_wrk "http://127.0.0.1:${e_client[0]}" "$tmp/etcd.lua" "$conns" "$size" "$mode")
+      read -r c_rps c_p50 c_p99 c_bad < <(run_wrk "http://127.0.0.1:$leader" "$tmp/consens.lua" "$conns" "$size" "$mode")
+      read -r e_rps e_p50 e_p99 e_bad < <(run_wrk "http://127.0.0.1:$e_leader" "$tmp/etcd.lua" "$conns" "$size" "$mode")
       ratio=$(awk -v a="$c_rps" -v b="$e_rps" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }')
       printf '| %s | %s B | %s | %.0f | %s | %s | %.0f | %s | %s | %s | %s, %s |\n' \
         "$conns" "$size" "$label" "$c_rps" "$c_p50" "$c_p99" "$e_rps" "$e_p50" "$e_p99" "$ratio" "$c_bad" "$e_bad"

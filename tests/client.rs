@@ -96,10 +96,18 @@ fn put_get_delete_cas_status_against_three_nodes() {
             Some(&b"x"[..])
         );
 
-        let status = client.status().await.expect("status");
+        // The node republishes its status every few ticks: wait for it to name the leader.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            let status = client.status().await.expect("status");
+            if (status.leader.is_some() && status.healthy) || Instant::now() > deadline {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert_eq!(status.members, 3);
-        assert!(status.healthy);
-        assert!(status.leader.is_some());
+        assert!(status.healthy, "{status:?}");
+        assert!(status.leader.is_some(), "{status:?}");
         client.ping().await.expect("ping");
 
         // Refused before sending, with clear errors.
@@ -448,4 +456,40 @@ fn cli_subcommands_and_bench_against_one_node() {
     let report: serde_json::Value = serde_json::from_str(out.trim()).expect("bench JSON");
     assert_eq!(report["errors_total"], 0, "{out}");
     assert_eq!(report["protocol"], "http");
+}
+
+#[test]
+fn refused_connections_and_idle_closes_are_handled() {
+    let cluster = Cluster::start(1, &["--connections-max", "2", "--idle-timeout-secs", "1"]);
+    cluster.wait_ready(0);
+    let node = cluster.nodes[0].line_addr().to_string();
+    bounded(async {
+        let a = Client::connect([node.clone()])
+            .await
+            .expect("first connection");
+        let b = Client::connect([node.clone()])
+            .await
+            .expect("second connection");
+        // Over the node's cap: the node answers "ERR too many connections" instead of PONG.
+        match Client::connect([node.clone()]).await {
+            Err(ClientError::AllNodesFailed { last, .. }) => {
+                assert!(last.contains("too many connections"), "{last}")
+            }
+            other => panic!("expected AllNodesFailed, got {other:?}"),
+        }
+        // Both connections idle past the node's idle timeout; the node closes them. The next
+        // request notices, reconnects and succeeds: nothing had been sent, so even a write is
+        // safe to send on the new connection.
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        a.put("after-idle", "v")
+            .await
+            .expect("put after idle close");
+        assert_eq!(
+            b.get("after-idle")
+                .await
+                .expect("get after idle close")
+                .as_deref(),
+            Some(&b"v"[..])
+        );
+    });
 }

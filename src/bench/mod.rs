@@ -74,7 +74,7 @@ async fn run_async(args: &BenchArgs) -> Result<report::Report, String> {
     let revisions = std::sync::Arc::new(runner::Revisions::new(args.keys));
     let prefilled = !args.no_prefill && args.mix.reads_existing();
     let execs = if prefilled {
-        let (execs, tally) = runner::prefill(execs, args, revisions.clone()).await;
+        let tally = runner::prefill(&execs, args, revisions.clone()).await;
         if tally.errors_total() > 0 {
             let kinds: Vec<String> = tally
                 .error_samples

@@ -94,11 +94,17 @@ impl Tally {
 /// Latency percentiles in milliseconds.
 #[derive(Clone, Debug, Serialize)]
 pub struct Latency {
+    /// Median.
     pub p50: f64,
+    /// 90th percentile.
     pub p90: f64,
+    /// 99th percentile.
     pub p99: f64,
+    /// 99.9th percentile.
     pub p999: f64,
+    /// The slowest operation.
     pub max: f64,
+    /// The arithmetic mean.
     pub mean: f64,
 }
 
@@ -146,15 +152,25 @@ pub struct Report {
 }
 
 /// Everything about the run's setup the report repeats.
+/// (Each field is copied into the [`Report`] field of the same name.)
 pub struct Setup {
+    /// `line` or `http`.
     pub protocol: super::args::Protocol,
+    /// The node addresses given.
     pub nodes: Vec<String>,
+    /// Concurrent clients.
     pub clients: usize,
+    /// Requests in flight per client.
     pub pipeline: usize,
+    /// TCP connections the load used.
     pub connections: usize,
+    /// Bytes per written value.
     pub value_size: usize,
+    /// Distinct keys.
     pub keys: u64,
+    /// The operation weights, as `put=..,get=..,cas=..`.
     pub mix: String,
+    /// Whether every key was written once before the measured run.
     pub prefilled: bool,
 }
 

@@ -233,15 +233,21 @@ async fn run_phase(execs: Vec<Exec>, plan: Arc<Plan>, seed: u64) -> (Vec<Exec>, 
     (execs, total)
 }
 
-/// Writes every key once with up to [`PREFILL_WORKERS_MAX`] of the workers. Returns the
-/// workers and the prefill's tally (its errors are reported to the caller).
-pub async fn prefill(
-    mut execs: Vec<Exec>,
-    args: &BenchArgs,
-    revisions: Arc<Revisions>,
-) -> (Vec<Exec>, Tally) {
-    let used = execs.len().min(PREFILL_WORKERS_MAX);
-    let rest = execs.split_off(used);
+/// Writes every key once with `PREFILL_WORKERS_MAX` workers of their own (line protocol:
+/// clones of the first client, pipelined on its connection; HTTP: fresh connections), so that
+/// even a one-client run prefills quickly. Returns the prefill's tally (its errors are reported
+/// to the caller).
+pub async fn prefill(execs: &[Exec], args: &BenchArgs, revisions: Arc<Revisions>) -> Tally {
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let workers: Vec<Exec> = match execs.first() {
+        Some(Exec::Line(client)) => (0..PREFILL_WORKERS_MAX)
+            .map(|_| Exec::Line(client.clone()))
+            .collect(),
+        Some(Exec::Http(_)) => (0..PREFILL_WORKERS_MAX)
+            .map(|i| Exec::Http(HttpConn::new(args.nodes(), i, timeout)))
+            .collect(),
+        None => Vec::new(),
+    };
     let plan = Arc::new(Plan {
         stop: Stop::After(args.keys),
         started: AtomicU64::new(0),
@@ -253,9 +259,7 @@ pub async fn prefill(
         value: make_value(args.value_size),
         revisions,
     });
-    let (mut execs, tally) = run_phase(execs, plan, 0).await;
-    execs.extend(rest);
-    (execs, tally)
+    run_phase(workers, plan, 0).await.1
 }
 
 /// Runs the measured phase; returns the tally and the elapsed wall time.
@@ -295,7 +299,9 @@ pub async fn load(
                 let finished = plan.finished.load(Ordering::Relaxed);
                 let elapsed = started.elapsed();
                 match plan.stop {
-                    Stop::At(_) => bar.set_position(elapsed.as_secs()),
+                    Stop::At(_) => {
+                        bar.set_position(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+                    }
                     Stop::After(_) => bar.set_position(finished),
                 }
                 let rate = finished as f64 / elapsed.as_secs_f64().max(1e-9);
@@ -320,8 +326,10 @@ fn progress_bar(stop: &Stop, duration: Duration, show: bool) -> ProgressBar {
     }
     let (len, template) = match stop {
         Stop::At(_) => (
-            duration.as_secs().max(1),
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} s  {msg}",
+            u64::try_from(duration.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}%  {msg}",
         ),
         Stop::After(total) => (
             *total,

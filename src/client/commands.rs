@@ -47,15 +47,29 @@ pub struct NodeArgs {
 #[derive(Debug, Clone)]
 pub enum ClientCommand {
     /// Print a key's value.
-    Get { key: String },
+    Get {
+        /// The key.
+        key: String,
+    },
     /// Write a key, print its revision.
-    Put { key: String, value: String },
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
     /// Delete a key.
-    Del { key: String },
+    Del {
+        /// The key.
+        key: String,
+    },
     /// Compare-and-swap, print the new revision (or the current one on conflict).
     Cas {
+        /// The key.
         key: String,
+        /// The revision the key must be at (0: absent).
         revision: u64,
+        /// The new value.
         value: String,
     },
     /// Print the node's status as JSON.

@@ -1,7 +1,7 @@
 //! An async client for a consens cluster, over the line protocol (on tokio).
 //!
 //! A [`Client`] talks to one node at a time over one pipelined connection
-//! ([`connection`](self::connection)): many tasks may use one client (it is `Clone`, all clones
+//! (module `connection`): many tasks may use one client (it is `Clone`, all clones
 //! share the connection), and their requests travel together without waiting for each other.
 //! When the node stops answering the client fails over to the next node in its list.
 //!
@@ -36,6 +36,8 @@
 //! conflict with itself). It fails with [`ClientError::OutcomeUnknown`]; read the key to learn
 //! what happened. The line protocol carries no request id the client could reuse, so it cannot
 //! make such a retry safe itself. A node's own "outcome unknown" answer is reported the same way.
+//! A timeout closes the connection (the node is taken to have stopped answering), so the other
+//! requests in flight on it fail the same way: writes as "outcome unknown", reads retried.
 //!
 //! "No quorum" ([`ClientError::NoQuorum`]) means the node did not propose the request: it is
 //! returned as is (asking another node of the same cluster would most likely wait just as long)
