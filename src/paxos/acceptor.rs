@@ -17,12 +17,7 @@ impl Replica {
         }
         self.round_seen = self.round_seen.max(ballot.round);
         if ballot < self.promised {
-            self.send(
-                from,
-                Message::Nack {
-                    promised: self.promised,
-                },
-            );
+            self.nack(from);
             return;
         }
         if ballot > self.promised && self.leader_is_alive_and_not(ballot.node) {
@@ -66,12 +61,7 @@ impl Replica {
             return;
         }
         if ballot < self.promised {
-            self.send(
-                from,
-                Message::Nack {
-                    promised: self.promised,
-                },
-            );
+            self.nack(from);
             return;
         }
         self.promise(ballot);
@@ -79,17 +69,7 @@ impl Replica {
         let mut slots = Vec::with_capacity(entries.len());
         for (slot, value) in entries {
             slots.push(slot);
-            if slot <= self.log_start || self.log.contains_key(&slot) {
-                // Already decided here: the proposal carries the decided value (Paxos
-                // guarantees it), so the vote stands without storing it again.
-                continue;
-            }
-            self.persist(Record::Accepted {
-                slot,
-                ballot,
-                value: value.clone(),
-            });
-            self.accepted.insert(slot, (ballot, value));
+            self.store_vote(slot, ballot, value);
         }
         self.send_after_persist(from, Message::Accepted { ballot, slots });
         self.learn_commit(from, ballot, commit);
@@ -104,12 +84,7 @@ impl Replica {
     ) {
         if ballot < self.promised {
             if self.voter {
-                self.send(
-                    from,
-                    Message::Nack {
-                        promised: self.promised,
-                    },
-                );
+                self.nack(from);
             }
             return;
         }
@@ -127,6 +102,31 @@ impl Replica {
                 },
             );
         }
+    }
+
+    /// Records a vote for `value` in `slot` at `ballot`. A slot already decided here keeps its
+    /// decided value: the proposal carries that same value (Paxos guarantees it), so the vote
+    /// stands without storing it again.
+    pub(crate) fn store_vote(&mut self, slot: Slot, ballot: Ballot, value: Value) {
+        if slot <= self.log_start || self.log.contains_key(&slot) {
+            return;
+        }
+        self.persist(Record::Accepted {
+            slot,
+            ballot,
+            value: value.clone(),
+        });
+        self.accepted.insert(slot, (ballot, value));
+    }
+
+    /// Tells `to` that we promised a higher ballot than the one it asked with.
+    fn nack(&mut self, to: NodeId) {
+        self.send(
+            to,
+            Message::Nack {
+                promised: self.promised,
+            },
+        );
     }
 
     /// Takes `from` as the leader of `ballot` (if that is newer than what we follow).

@@ -140,15 +140,7 @@ impl Replica {
         }
         self.round_seen = self.round_seen.max(join.promised.round);
         for (slot, (ballot, value)) in join.votes {
-            if slot <= self.log_start || self.log.contains_key(&slot) {
-                continue;
-            }
-            self.persist(Record::Accepted {
-                slot,
-                ballot,
-                value: value.clone(),
-            });
-            self.accepted.insert(slot, (ballot, value));
+            self.store_vote(slot, ballot, value);
         }
         for (slot, value) in join.decided {
             self.decide(slot, value, None);

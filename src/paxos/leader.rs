@@ -152,18 +152,8 @@ impl Replica {
             self.send_accepts(peer, ballot, entries);
         }
         if heartbeat_due {
-            let commit = self.decided_upto;
             let read_round = self.reads.round_in_flight();
-            for peer in self.peers().collect::<Vec<_>>() {
-                self.send(
-                    peer,
-                    Message::Heartbeat {
-                        ballot,
-                        commit,
-                        read_round,
-                    },
-                );
-            }
+            self.broadcast_heartbeat(ballot, read_round, MemberSet::default());
         }
     }
 
@@ -353,16 +343,7 @@ impl Replica {
                 // Nothing new to propose: tell the followers what was decided right away, so
                 // that clients waiting on them are answered now, not at the next heartbeat.
                 leadership.commit_sent = decided_upto;
-                for peer in self.peers().collect::<Vec<_>>() {
-                    self.send(
-                        peer,
-                        Message::Heartbeat {
-                            ballot,
-                            commit: decided_upto,
-                            read_round: 0,
-                        },
-                    );
-                }
+                self.broadcast_heartbeat(ballot, 0, MemberSet::default());
             }
             return;
         }
@@ -485,6 +466,23 @@ impl Replica {
         }
         leadership.heard_at[usize::from(from.0)] = now;
         self.read_round_acked(from, read_round);
+    }
+
+    /// Sends a heartbeat of `ballot` with our decided prefix to every peer not in `skip`.
+    pub(crate) fn broadcast_heartbeat(&mut self, ballot: Ballot, read_round: u64, skip: MemberSet) {
+        let commit = self.decided_upto;
+        for peer in self.peers().collect::<Vec<_>>() {
+            if !skip.contains(peer) {
+                self.send(
+                    peer,
+                    Message::Heartbeat {
+                        ballot,
+                        commit,
+                        read_round,
+                    },
+                );
+            }
+        }
     }
 
     /// Steps down if we lead or campaign with a ballot below `ballot`.

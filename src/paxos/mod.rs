@@ -60,7 +60,7 @@ mod quorum;
 mod reads;
 pub mod ready;
 pub mod replica;
-mod rng;
+pub mod rng;
 pub mod storage;
 pub mod types;
 

@@ -157,17 +157,7 @@ impl Replica {
                 if self.config.quorum() == 1 {
                     self.confirm_round();
                 } else {
-                    let commit = self.decided_upto;
-                    for peer in self.peers().collect::<Vec<_>>() {
-                        self.send(
-                            peer,
-                            Message::Heartbeat {
-                                ballot,
-                                commit,
-                                read_round: number,
-                            },
-                        );
-                    }
+                    self.broadcast_heartbeat(ballot, number, MemberSet::default());
                 }
             }
             return;
@@ -212,25 +202,11 @@ impl Replica {
     pub(crate) fn tick_reads(&mut self) {
         let now = self.now;
         if let Some((ballot, _)) = self.leading() {
-            let commit = self.decided_upto;
             if let Some(round) = self.reads.round.as_mut() {
                 if now >= round.resend_at {
                     round.resend_at = now + self.config.retry_ticks;
                     let (number, acks) = (round.number, round.acks);
-                    for peer in self
-                        .peers()
-                        .filter(|p| !acks.contains(*p))
-                        .collect::<Vec<_>>()
-                    {
-                        self.send(
-                            peer,
-                            Message::Heartbeat {
-                                ballot,
-                                commit,
-                                read_round: number,
-                            },
-                        );
-                    }
+                    self.broadcast_heartbeat(ballot, number, acks);
                 }
             }
             return;

@@ -2,27 +2,24 @@
 //! (network, faults, clients, each replica's seed) is drawn from it in a fixed order, so a seed
 //! replays the same run.
 
-/// SplitMix64: tiny, fast, and well mixed.
+use consens::paxos::rng::Rng;
+
+/// The core's SplitMix64 (`consens::paxos::rng`), with the draws the simulator needs on top.
 #[derive(Clone, Debug)]
-pub struct SimRng(u64);
+pub struct SimRng(Rng);
 
 impl SimRng {
     pub fn new(seed: u64) -> SimRng {
-        SimRng(seed)
+        SimRng(Rng::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A value in `0..bound` (`bound > 0`).
     pub fn below(&mut self, bound: u64) -> u64 {
-        assert!(bound > 0, "below(0)");
-        self.next_u64() % bound
+        self.0.below(bound)
     }
 
     /// A value in `low..=high`.
