@@ -7,3 +7,4 @@ pub mod chaos_proxy;
 pub mod cluster;
 pub mod linearizability;
 pub mod nemesis;
+pub mod wal_bytes;
