@@ -138,6 +138,13 @@ fn write_outcome(reply: Reply, recorder: &Recorder, what: &str) -> Option<Observ
     }
 }
 
+/// `CHAOS_STALE_READS=1` breaks the clients on purpose: reads ask for the node's local state
+/// (`?stale=true`), which is not linearizable; the checker must then report violations. This is
+/// how the chaos runs' teeth were shown (`docs/reliability.md`).
+fn stale_reads() -> bool {
+    std::env::var("CHAOS_STALE_READS").is_ok_and(|v| v == "1")
+}
+
 /// Runs one client against the node with HTTP port `port` until `stop`.
 pub fn run_client(
     client: usize,
@@ -155,9 +162,14 @@ pub fn run_client(
         let key = format!("e{epoch}-k{}", rng.below(KEYS_PER_EPOCH));
         let url = format!("http://127.0.0.1:{port}/{key}");
         let dice = rng.below(100);
+        let read_url = if stale_reads() {
+            format!("{url}?stale=true")
+        } else {
+            url.clone()
+        };
         let invoke = recorder.now();
         let (op, observed) = if dice < 40 {
-            let reply = call(agent.get(&url).call());
+            let reply = call(agent.get(&read_url).call());
             let seen = match reply {
                 Reply::Status {
                     status: 200,
