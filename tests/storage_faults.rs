@@ -364,6 +364,11 @@ fn a_full_disk_makes_one_node_unavailable_and_it_recovers_when_space_returns() {
         cluster.logs()
     );
     wait_caught_up(&cluster, victim, "while-full");
+    // The node retries every tick; it warns once per episode, not at every retry.
+    let log = cluster.nodes[victim].log();
+    let warnings = log.matches("WAL append failed").count();
+    assert!((1..=2).contains(&warnings), "{warnings} disk-full warnings");
+    assert!(log.contains("WAL appends work again"), "{log}");
     println!(
         "disk full: victim unavailable after {acked} big writes ({reason}), recovered when space returned"
     );
