@@ -375,3 +375,44 @@ fn a_full_disk_makes_one_node_unavailable_and_it_recovers_when_space_returns() {
     drop(cluster);
     drop(small);
 }
+
+/// Kills a raw child process on every path.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A node whose log output cannot be written (stderr on a full disk, here `/dev/full`) still
+/// starts and serves: a log line that fails is dropped, it does not panic the task that logged.
+#[test]
+fn a_node_whose_log_cannot_be_written_still_serves() {
+    let Ok(full) = std::fs::File::options().write(true).open("/dev/full") else {
+        println!("SKIPPED: no /dev/full");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_base_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_consens"))
+        .args(["serve", "--port", &port.to_string(), "--data-dir"])
+        .arg(dir.path().join("node"))
+        .env("RUST_LOG", "consens=info")
+        .stdout(full.try_clone().expect("clone"))
+        .stderr(full)
+        .spawn()
+        .expect("spawn consens");
+    let _guard = ChildGuard(child);
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build();
+    let ok = wait_until(Duration::from_secs(20), || {
+        agent
+            .put(&format!("http://127.0.0.1:{port}/k"))
+            .send_string("v")
+            .is_ok_and(|r| r.status() == 201 || r.status() == 200)
+    });
+    assert!(ok, "the node never served with an unwritable stderr");
+}
