@@ -266,7 +266,36 @@ const BIG_VALUE_BYTES: usize = 60_000;
 const FILL_WRITES_MAX: usize = 2_000;
 
 #[test]
-fn a_full_disk_makes_one_node_unavailable_and_it_recovers_when_space_returns() {
+fn a_full_disk_makes_one_follower_unavailable_and_it_recovers_when_space_returns() {
+    full_disk_on_one_node(false);
+}
+
+#[test]
+fn a_full_disk_on_the_leader_makes_it_unavailable_and_it_recovers_when_space_returns() {
+    full_disk_on_one_node(true);
+}
+
+/// Moves leadership to node `to` by killing whoever leads (and restarting it) until `to` does.
+fn make_leader(cluster: &mut Cluster, to: usize) {
+    for _ in 0..LEADER_MOVES_MAX {
+        match cluster.leader() {
+            Some(l) if l == to => return,
+            Some(l) => {
+                cluster.nodes[l].kill9();
+                cluster.wait_ready(to);
+                cluster.nodes[l].restart();
+                cluster.nodes[l].wait_http();
+            }
+            None => cluster.wait_ready(to),
+        }
+    }
+    panic!("node {to} never became leader:\n{}", cluster.logs());
+}
+
+/// Attempts at moving leadership to the full-disk node.
+const LEADER_MOVES_MAX: usize = 30;
+
+fn full_disk_on_one_node(victim_leads: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     // The data dir is the mount point itself; the node's log goes beside it, off the small disk.
     let small = match Tmpfs::mount(&dir.path().join("small"), TMPFS_BYTES) {
@@ -309,6 +338,7 @@ fn a_full_disk_makes_one_node_unavailable_and_it_recovers_when_space_returns() {
         dir: tempfile::tempdir().expect("tempdir"),
     };
     cluster.wait_ready(0);
+    make_leader(&mut cluster, if victim_leads { victim } else { 0 });
     let filler = small.path.join("filler");
     fill(&filler);
 
@@ -370,7 +400,8 @@ fn a_full_disk_makes_one_node_unavailable_and_it_recovers_when_space_returns() {
     assert!((1..=2).contains(&warnings), "{warnings} disk-full warnings");
     assert!(log.contains("WAL appends work again"), "{log}");
     println!(
-        "disk full: victim unavailable after {acked} big writes ({reason}), recovered when space returned"
+        "disk full on the {}: unavailable after {acked} big writes ({reason}), recovered when space returned",
+        if victim_leads { "leader" } else { "follower" }
     );
     drop(cluster);
     drop(small);
