@@ -447,3 +447,64 @@ fn a_node_whose_log_cannot_be_written_still_serves() {
     });
     assert!(ok, "the node never served with an unwritable stderr");
 }
+
+/// The boot counter the operator writes when a node lost its whole data dir, `boot` included
+/// (`docs/reliability.md` §4): above any number of starts the node ever had.
+const BOOT_AFTER_TOTAL_LOSS: &str = "1000000\n";
+
+/// A node loses its whole data dir; writes through it before the loss and after the rebuild.
+/// Returns the writes' answers after the rebuild.
+fn whole_data_dir_lost(boot_restored: bool) -> Vec<String> {
+    let mut cluster = Cluster::start(3, &["--request-timeout-ms", "2000"]);
+    cluster.wait_ready(0);
+    let mut acked = BTreeMap::new();
+    write_keys(&cluster.nodes[2], "old", 20, &mut acked);
+    cluster.nodes[2].kill9();
+    let data_dir = cluster.nodes[2].data_dir.clone();
+    std::fs::remove_dir_all(&data_dir).expect("wipe the data dir");
+    if boot_restored {
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        std::fs::write(data_dir.join("boot"), BOOT_AFTER_TOTAL_LOSS).expect("boot");
+    }
+    cluster.nodes[2].restart();
+    cluster.nodes[2].wait_http();
+    wait_caught_up(&cluster, 2, "old-19");
+    let mut failed = Vec::new();
+    for i in 0..20 {
+        let key = format!("new-{i}");
+        let a = put(&cluster.nodes[2], &key, b"w");
+        if a.status == 200 || a.status == 201 {
+            acked.insert(key, "w".to_string());
+        } else {
+            failed.push(format!("{key}: {} {}", a.status, a.body_text().trim()));
+        }
+    }
+    assert_all_present(&cluster, 0, &acked);
+    failed
+}
+
+/// Whole-disk loss with the documented procedure: the node rejoins (safe join) and writes
+/// through it work at once, nothing acknowledged is lost.
+#[test]
+fn a_node_that_lost_its_whole_data_dir_rejoins_with_a_fresh_boot_counter() {
+    let failed = whole_data_dir_lost(true);
+    assert!(
+        failed.is_empty(),
+        "writes through the rebuilt node failed: {failed:?}"
+    );
+}
+
+/// Known daemon bug (reported, not fixed here): without `boot`, the counter starts again at 1,
+/// the node's command ids repeat ids already applied (still in the state machine's dedup
+/// window), and its writes are decided but dropped as retries: every one answers "503 outcome
+/// unknown" until the ids pass the old ones. Nothing acknowledged is lost, but the node cannot
+/// take writes. Run with `--ignored` to see it.
+#[test]
+#[ignore = "daemon bug: a node that lost its boot counter reuses command ids (docs/reliability.md §7)"]
+fn a_node_that_lost_its_boot_counter_can_take_writes() {
+    let failed = whole_data_dir_lost(false);
+    assert!(
+        failed.is_empty(),
+        "writes through the rebuilt node failed: {failed:?}"
+    );
+}
