@@ -140,6 +140,9 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr on a full disk) is dropped; by default
+        // tracing-subscriber reports it with eprintln!, which panics in whatever task logged.
+        .log_internal_errors(false)
         .try_init();
 }
 

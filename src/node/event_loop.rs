@@ -400,10 +400,16 @@ impl NodeLoop {
 
     /// Appends `records` (after any backlog) to the WAL, syncs, and tells the core what is durable.
     fn persist_and_sync(&mut self, records: Vec<crate::paxos::Record>) {
+        // Retried every tick while the disk is full: warn once, not a hundred times a second.
+        let already_full = self.durable.has_backlog();
         match self.durable.persist(records) {
             Ok(()) => {}
             Err(PersistError::DiskFull(reason)) => {
-                tracing::warn!(%reason, "WAL append failed; this node is unavailable until space returns");
+                if already_full {
+                    tracing::debug!(%reason, "WAL append still failing: disk full");
+                } else {
+                    tracing::warn!(%reason, "WAL append failed; this node is unavailable until space returns");
+                }
                 self.fail_all(StoreError::Unavailable(format!("disk full: {reason}")));
                 return;
             }
@@ -561,6 +567,11 @@ fn reject(request: Request, error: StoreError) {
 /// ("fsyncgate"): acknowledge nothing more, exit, and let recovery read what really is on disk.
 fn fatal_sync(error: impl std::fmt::Display) -> ! {
     tracing::error!(%error, "WAL sync failed; exiting so that nothing unsynced is acknowledged");
-    eprintln!("consens: fatal: WAL sync failed: {error}");
+    // Not eprintln!: it panics when stderr cannot be written (say, a log file on the full disk),
+    // and a panic would end the event loop task instead of the process.
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!("consens: fatal: WAL sync failed: {error}\n"),
+    );
     std::process::exit(70)
 }

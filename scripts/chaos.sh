@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Long chaos runs (issue 6): Jepsen-style runs of real 3- and 5-node clusters under the nemesis,
+# one seed after another, for as long as asked, then whole-cluster kill -9 cycles.
+#
+#   scripts/chaos.sh                      # 10 minutes of chaos runs, then 200 kill cycles
+#   DURATION=3600 scripts/chaos.sh        # an hour of chaos runs
+#   CHAOS_SEED=1234 CHAOS_NODES=5 CHAOS_SECONDS=120 DURATION=1 scripts/chaos.sh   # one seed
+#
+# Knobs (environment):
+#   DURATION       total seconds of chaos runs (a run that has started finishes)   default 600
+#   CHAOS_SECONDS  length of one run                                              default 60
+#   CHAOS_SEED     first seed (then +1, +2, …)                                    default: the time
+#   CHAOS_NODES    3 or 5 (default: both, alternating)
+#   KILL_CYCLES    whole-cluster kill -9 cycles after the chaos runs (0: none)     default 200
+#   LOG_DIR        where every run's output goes                                  default target/chaos
+#
+# A failing run prints its seed, the nemesis log and the failing key's history, keeps its log in
+# LOG_DIR, and the script exits 1. The seed fixes the nemesis schedule and the proxy's randomness;
+# the processes' timing is the OS's, so a replay is likely but not certain to fail the same way.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-600}
+CHAOS_SECONDS=${CHAOS_SECONDS:-60}
+SEED=${CHAOS_SEED:-$(date +%s)}
+KILL_CYCLES=${KILL_CYCLES:-200}
+LOG_DIR=${LOG_DIR:-target/chaos}
+if [[ -n "${CHAOS_NODES:-}" ]]; then SIZES=("$CHAOS_NODES"); else SIZES=(3 5); fi
+mkdir -p "$LOG_DIR"
+
+cargo test --no-run --test chaos --test durability >/dev/null 2>&1 ||
+    cargo test --no-run --test chaos --test durability
+
+end=$((SECONDS + DURATION))
+runs=0
+seed=$SEED
+while ((SECONDS < end)); do
+    for n in "${SIZES[@]}"; do
+        log="$LOG_DIR/chaos-${n}nodes-seed${seed}.log"
+        echo "== chaos run: $n nodes, seed $seed, ${CHAOS_SECONDS}s (log: $log)"
+        if ! CHAOS_SEED=$seed CHAOS_SEEDS=1 CHAOS_NODES=$n CHAOS_SECONDS=$CHAOS_SECONDS \
+            cargo test -q --test chaos -- --nocapture >"$log" 2>&1; then
+            echo "FAILED: $n nodes, seed $seed"
+            # The panic message: seed, replay command, nemesis log, the failing key's history.
+            sed -n '/panicked at/,/^node logs:/p' "$log"
+            exit 1
+        fi
+        grep -oE 'chaos: [0-9]+ nodes, seed.*' "$log" || true
+        runs=$((runs + 1))
+        seed=$((seed + 1))
+        ((SECONDS < end)) || break
+    done
+done
+echo "chaos runs: $runs, seeds $SEED..$((seed - 1)), 0 violations"
+
+if ((KILL_CYCLES > 0)); then
+    log="$LOG_DIR/durability-${KILL_CYCLES}cycles.log"
+    echo "== durability: $KILL_CYCLES whole-cluster kill -9 cycles (log: $log)"
+    if ! KILL_CYCLES=$KILL_CYCLES cargo test -q --test durability -- --nocapture >"$log" 2>&1; then
+        echo "FAILED: acknowledged writes lost"
+        sed -n '/panicked at/,$p' "$log" | head -100
+        exit 1
+    fi
+    grep -oE 'durability: kill.*' "$log"
+fi
