@@ -398,11 +398,18 @@ pub fn seed_lines() -> Vec<(String, Vec<u8>)> {
 /// The statuses the HTTP API may answer with a [`MemoryStore`](consens::server::memory) behind.
 pub const HTTP_STATUSES: [u16; 8] = [200, 201, 204, 400, 404, 405, 412, 413];
 
+/// A raw HTTP/1.1 request in pieces, before any validation.
+pub struct RawRequest {
+    pub method: Vec<u8>,
+    pub target: Vec<u8>,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
 /// Reads `data` as a raw HTTP/1.1 request (request line, `Name: value` header lines, a blank
 /// line, the body), leniently: pieces the `http` crate refuses are what hyper would refuse
-/// before the router sees them, so such inputs end the check. Returns
-/// `(method, target, headers, body)`.
-pub fn split_http(data: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>)> {
+/// before the router sees them, so such inputs end the check.
+pub fn split_http(data: &[u8]) -> Option<RawRequest> {
     let (head, body) = match data.windows(4).position(|w| w == b"\r\n\r\n") {
         Some(at) => (&data[..at], data[at + 4..].to_vec()),
         None => (data, Vec::new()),
@@ -422,13 +429,23 @@ pub fn split_http(data: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8
             Some((line[..colon].to_vec(), value.to_vec()))
         })
         .collect();
-    Some((method, target, headers, body))
+    Some(RawRequest {
+        method,
+        target,
+        headers,
+        body,
+    })
 }
 
 /// Builds the request the router would see, or `None` if hyper would have refused it.
 pub fn http_request(data: &[u8]) -> Option<axum::http::Request<axum::body::Body>> {
     use axum::http::{HeaderName, HeaderValue, Method, Request, Uri};
-    let (method, target, headers, body) = split_http(data)?;
+    let RawRequest {
+        method,
+        target,
+        headers,
+        body,
+    } = split_http(data)?;
     let method = Method::from_bytes(&method).ok()?;
     let uri = Uri::try_from(target).ok()?;
     let mut builder = Request::builder().method(method).uri(uri);
