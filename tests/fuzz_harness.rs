@@ -449,6 +449,13 @@ fn seed_corpus_is_valid_and_committed() {
 /// The corpus replays clean: every committed file, unmutated, through its target's checks.
 #[test]
 fn committed_corpus_replays_clean() {
+    for target in ["datagram", "wal_record", "line_parse", "http_request"] {
+        assert!(
+            !corpus(target).is_empty(),
+            "no corpus found for {target} in {}",
+            corpus_dir(target).display()
+        );
+    }
     for bytes in corpus("datagram") {
         datagram(&bytes);
     }
