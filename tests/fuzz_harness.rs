@@ -469,3 +469,60 @@ fn committed_corpus_replays_clean() {
         http(&bytes);
     }
 }
+
+/// The datagram budget by construction: a sequence preallocates at most one element per byte
+/// left (postcard's size hint), so the budget per input byte must cover the largest element of
+/// any sequence in a message, plus one byte for copied byte strings.
+#[test]
+fn datagram_budget_covers_the_largest_sequence_element() {
+    use consens::paxos::types::{Command, Slot, Value};
+    use consens::paxos::SlotState;
+    let largest = [
+        std::mem::size_of::<(Slot, SlotState)>(),
+        std::mem::size_of::<(Slot, Value)>(),
+        std::mem::size_of::<Command>(),
+        std::mem::size_of::<u64>(),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0);
+    assert!(
+        largest < DATAGRAM_ALLOC_PER_INPUT_BYTE_MAX,
+        "a sequence element takes {largest} bytes: raise DATAGRAM_ALLOC_PER_INPUT_BYTE_MAX"
+    );
+}
+
+/// The worst inputs for preallocation: many tiny elements (each a few bytes on the wire, over a
+/// hundred in memory), whole and cut short (then the claimed length exceeds the bytes left).
+#[test]
+fn datagram_dense_sequences_stay_within_budget() {
+    use consens::net::codec::{encode, Header};
+    use consens::net::wire::Wire;
+    use consens::paxos::types::{Ballot, NodeId, Value};
+    use consens::paxos::{Message, SlotState};
+    let header = Header {
+        cluster: FUZZ_CLUSTER,
+        from: NodeId(1),
+    };
+    let n = 20_000;
+    let promise = Wire::Paxos(Message::Promise {
+        ballot: Ballot::ZERO,
+        from: 0,
+        upto: 0,
+        more: false,
+        log_start: 0,
+        entries: (0..n)
+            .map(|_| (0, SlotState::Decided { value: Value::Noop }))
+            .collect(),
+    });
+    let accepted = Wire::Paxos(Message::Accepted {
+        ballot: Ballot::ZERO,
+        slots: vec![0; n],
+    });
+    for wire in [promise, accepted] {
+        let mut out = Vec::new();
+        encode(&header, &wire, &mut out).expect("fits a datagram");
+        datagram(&out);
+        datagram(&out[..out.len() / 2]);
+    }
+}
