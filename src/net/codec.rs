@@ -24,7 +24,9 @@
 //! borrowed slice, a byte string longer than the bytes left fails before allocating, and a
 //! sequence's preallocation is capped by the bytes left (postcard's `size_hint`), itself at most
 //! [`DATAGRAM_BYTES_MAX`]. Message types should avoid `HashMap` fields: serde preallocates maps
-//! from the claimed length (up to its 1 MiB "cautious" cap) before any element is read. A datagram is
+//! from the claimed length (up to its 1 MiB "cautious" cap) before any element is read.
+//! `tests/fuzz_harness.rs` holds decoding to an allocation budget proportional to the datagram,
+//! and `fuzz/fuzz_targets/datagram.rs` fuzzes it (keyed and unkeyed). A datagram is
 //! at most [`DATAGRAM_BYTES_MAX`] bytes, so senders batch up to that budget (GUIDE.md §4, UDP).
 
 use serde::{de::DeserializeOwned, Serialize};
