@@ -7,6 +7,7 @@
 //! `--advertise` says otherwise. The members are sorted so that every node numbers them the same
 //! way: a node's id is its index in that list, and the cluster's identity is a hash of it.
 
+use crate::net::auth::{ClusterKey, KeyError};
 use crate::paxos::types::NodeId;
 use crate::server::line::LineOptions;
 use clap::Args;
@@ -81,6 +82,11 @@ pub struct ServeArgs {
     /// At most this many line-protocol connections at once.
     #[arg(long, env = "CONNECTIONS_MAX", default_value_t = crate::server::line::CONNECTIONS_MAX)]
     pub connections_max: usize,
+    /// A file holding the cluster's shared secret (raw bytes, at least 32; the same file on
+    /// every member). Peers then authenticate every datagram with HMAC-SHA-256 and drop the
+    /// rest. Without it, anyone who reaches the UDP port can forge Paxos messages.
+    #[arg(long, env = "CLUSTER_KEY_FILE")]
+    pub cluster_key_file: Option<PathBuf>,
 }
 
 /// Why the flags do not describe a node that can start.
@@ -94,6 +100,8 @@ pub enum ConfigError {
     AdvertiseNeeded(IpAddr),
     #[error("the cluster has {0} members; at most {max} are supported", max = crate::paxos::config::MEMBERS_MAX)]
     TooManyMembers(usize),
+    #[error(transparent)]
+    ClusterKey(#[from] KeyError),
 }
 
 /// Everything `node::serve` needs, resolved.
@@ -116,6 +124,8 @@ pub struct ServeConfig {
     pub catch_up_retain_slots: u64,
     pub idle_timeout: Duration,
     pub connections_max: usize,
+    /// The shared secret that tags and verifies every peer datagram; `None`: unauthenticated.
+    pub cluster_key: Option<ClusterKey>,
 }
 
 impl ServeConfig {
@@ -157,6 +167,10 @@ impl ServeConfig {
             .position(|m| *m == advertise)
             .expect("the advertised address was put in the list");
         let node_id = NodeId(u16::try_from(index).expect("at most MEMBERS_MAX members"));
+        let cluster_key = match &args.cluster_key_file {
+            Some(path) => Some(ClusterKey::load(path)?),
+            None => None,
+        };
         let data_dir = args
             .data_dir
             .clone()
@@ -176,6 +190,7 @@ impl ServeConfig {
             catch_up_retain_slots: args.catch_up_retain_slots,
             idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
             connections_max: args.connections_max.max(1),
+            cluster_key,
         })
     }
 
@@ -302,6 +317,22 @@ mod tests {
             "localhost:3000,localhost:4000",
         ]);
         assert_eq!(c.members.len(), 2);
+    }
+
+    #[test]
+    fn cluster_key_file_is_loaded_or_refused() {
+        assert!(parse(&[]).cluster_key.is_none());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = dir.path().join("cluster.key");
+        std::fs::write(&good, [5u8; 32]).expect("write");
+        let good = good.display().to_string();
+        assert!(parse(&["--cluster-key-file", &good]).cluster_key.is_some());
+        let short = dir.path().join("short.key");
+        std::fs::write(&short, b"hunter2").expect("write");
+        let short = short.display().to_string();
+        let w = Wrapper::try_parse_from(["serve", "--cluster-key-file", &short]).expect("parse");
+        let err = ServeConfig::from_args(&w.serve).expect_err("a 7-byte key is refused");
+        assert!(err.to_string().contains("at least 32"), "{err}");
     }
 
     #[test]

@@ -6,20 +6,32 @@
 //! |--------|-------|----------|----------------------------------------------------------------|
 //! | 0      | 4     | magic    | [`MAGIC`], `b"CNSP"`: drops datagrams of other protocols early |
 //! | 4      | 1     | version  | [`FORMAT_VERSION`]: the layout of what follows                  |
-//! | 5      | 1     | flags    | 0; reserved for an optional MAC trailer (unknown bits: drop)   |
+//! | 5      | 1     | flags    | [`FLAG_MAC`] if a MAC tag ends the datagram; other bits: drop  |
 //! | 6      | 8     | cluster  | the cluster id: members of another cluster are dropped         |
 //! | 14     | 2     | from     | the sender's [`NodeId`]                                        |
-//! | 16     | n     | payload  | postcard encoding of the message; nothing may follow it        |
+//! | 16     | n     | payload  | postcard encoding of the message                               |
+//! | 16+n   | 16    | tag      | only with [`FLAG_MAC`]: MAC of bytes `0..16+n` (`net::auth`)    |
+//!
+//! **Peer authentication** (`docs/security.md`). A node started with a cluster key
+//! ([`ClusterKey`]) sets [`FLAG_MAC`] and appends the tag when encoding, and when decoding drops,
+//! as [`DropReason::BadMac`], every datagram of its cluster that lacks the flag or whose tag does
+//! not verify, before the payload is parsed. A node without a key drops datagrams that carry the
+//! flag, also as `BadMac`: keyed and unkeyed nodes never talk, and both sides count why. The
+//! cluster id is checked before the MAC, so a datagram of another cluster is counted as such.
+//! Datagrams without a key are byte-for-byte those of before the flag existed.
 //!
 //! Decoding never panics, and its allocations are bounded by the datagram: postcard reads from the
 //! borrowed slice, a byte string longer than the bytes left fails before allocating, and a
 //! sequence's preallocation is capped by the bytes left (postcard's `size_hint`), itself at most
 //! [`DATAGRAM_BYTES_MAX`]. Message types should avoid `HashMap` fields: serde preallocates maps
-//! from the claimed length (up to its 1 MiB "cautious" cap) before any element is read. A datagram is
+//! from the claimed length (up to its 1 MiB "cautious" cap) before any element is read.
+//! `tests/fuzz_harness.rs` holds decoding to an allocation budget proportional to the datagram,
+//! and `fuzz/fuzz_targets/datagram.rs` fuzzes it (keyed and unkeyed). A datagram is
 //! at most [`DATAGRAM_BYTES_MAX`] bytes, so senders batch up to that budget (GUIDE.md §4, UDP).
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::net::auth::{ClusterKey, MAC_TAG_BYTES};
 use crate::paxos::types::NodeId;
 
 /// The largest datagram sent or accepted: the maximum UDP payload over IPv4
@@ -36,8 +48,14 @@ pub const FORMAT_VERSION: u8 = 1;
 /// The size of the fixed header in front of the payload.
 pub const HEADER_BYTES: usize = 16;
 
-/// The flags byte of this version: no flag is defined yet (a MAC flag will be the first).
+/// The flags byte of a datagram without a MAC.
 const FLAGS_NONE: u8 = 0;
+/// Flag: the datagram ends with a [`MAC_TAG_BYTES`]-byte MAC tag ([`crate::net::auth`]).
+pub const FLAG_MAC: u8 = 0x01;
+/// Every flag this version defines; a datagram with any other bit set is dropped.
+const FLAGS_KNOWN: u8 = FLAG_MAC;
+/// Offset of the flags byte in the header.
+const FLAGS_OFFSET: usize = 5;
 
 /// Who sent a datagram, and for which cluster.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -81,18 +99,34 @@ pub enum DropReason {
     /// Unknown flags, an undecodable payload, or bytes after the payload.
     #[error("malformed datagram: {0}")]
     Malformed(String),
+    /// Not authenticated: this node has a cluster key and the datagram has no tag or a wrong one,
+    /// or this node has no key and the datagram carries one (mixed keyed and unkeyed members).
+    #[error("bad MAC: {0}")]
+    BadMac(&'static str),
 }
 
-/// Encodes `header` and `payload` into `out` (cleared first). On error `out` is left empty.
+/// Encodes `header` and `payload` into `out` (cleared first), without a MAC. On error `out` is
+/// left empty.
 pub fn encode<T: Serialize>(
     header: &Header,
     payload: &T,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
+    encode_keyed(header, payload, None, out)
+}
+
+/// Encodes `header` and `payload` into `out` (cleared first), tagged with `key` if there is one.
+/// On error `out` is left empty.
+pub fn encode_keyed<T: Serialize>(
+    header: &Header,
+    payload: &T,
+    key: Option<&ClusterKey>,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     out.clear();
     out.extend_from_slice(&MAGIC);
     out.push(FORMAT_VERSION);
-    out.push(FLAGS_NONE);
+    out.push(if key.is_some() { FLAG_MAC } else { FLAGS_NONE });
     out.extend_from_slice(&header.cluster.to_le_bytes());
     out.extend_from_slice(&header.from.0.to_le_bytes());
     debug_assert_eq!(out.len(), HEADER_BYTES);
@@ -100,6 +134,10 @@ pub fn encode<T: Serialize>(
     match postcard::to_extend(payload, buffer) {
         Ok(buffer) => *out = buffer,
         Err(e) => return Err(EncodeError::Serialize(e.to_string())),
+    }
+    if let Some(key) = key {
+        let tag = key.tag(out);
+        out.extend_from_slice(&tag);
     }
     if out.len() > DATAGRAM_BYTES_MAX {
         let len = out.len();
@@ -109,10 +147,20 @@ pub fn encode<T: Serialize>(
     Ok(())
 }
 
-/// Decodes a datagram of cluster `cluster`, or says why it must be dropped.
+/// Decodes an unkeyed datagram of cluster `cluster`, or says why it must be dropped.
 pub fn decode<T: DeserializeOwned>(
     datagram: &[u8],
     cluster: u64,
+) -> Result<(Header, T), DropReason> {
+    decode_keyed(datagram, cluster, None)
+}
+
+/// Decodes a datagram of cluster `cluster` whose tag must verify with `key` (if there is one;
+/// without a key, a tagged datagram is dropped), or says why it must be dropped.
+pub fn decode_keyed<T: DeserializeOwned>(
+    datagram: &[u8],
+    cluster: u64,
+    key: Option<&ClusterKey>,
 ) -> Result<(Header, T), DropReason> {
     let len = datagram.len();
     if len > DATAGRAM_BYTES_MAX {
@@ -131,8 +179,8 @@ pub fn decode<T: DeserializeOwned>(
     if version != FORMAT_VERSION {
         return Err(DropReason::BadVersion { version });
     }
-    let flags = datagram[5];
-    if flags != FLAGS_NONE {
+    let flags = datagram[FLAGS_OFFSET];
+    if flags & !FLAGS_KNOWN != 0 {
         return Err(DropReason::Malformed(format!("unknown flags {flags:#04x}")));
     }
     let mut cluster_bytes = [0u8; 8];
@@ -144,7 +192,8 @@ pub fn decode<T: DeserializeOwned>(
         });
     }
     let from = NodeId(u16::from_le_bytes([datagram[14], datagram[15]]));
-    let (payload, rest) = match postcard::take_from_bytes::<T>(&datagram[HEADER_BYTES..]) {
+    let body = authenticated_body(datagram, flags, key)?;
+    let (payload, rest) = match postcard::take_from_bytes::<T>(&body[HEADER_BYTES..]) {
         Ok(decoded) => decoded,
         Err(postcard::Error::DeserializeUnexpectedEnd) => return Err(DropReason::Truncated),
         Err(e) => return Err(DropReason::Malformed(e.to_string())),
@@ -162,6 +211,38 @@ pub fn decode<T: DeserializeOwned>(
         },
         payload,
     ))
+}
+
+/// The datagram without its tag, once the tag (if this node has a key) verified.
+fn authenticated_body<'a>(
+    datagram: &'a [u8],
+    flags: u8,
+    key: Option<&ClusterKey>,
+) -> Result<&'a [u8], DropReason> {
+    let tagged = flags & FLAG_MAC != 0;
+    match (key, tagged) {
+        (None, false) => Ok(datagram),
+        (None, true) => Err(DropReason::BadMac(
+            "tagged, but this node has no cluster key",
+        )),
+        (Some(_), false) => Err(DropReason::BadMac(
+            "no tag, but this node has a cluster key",
+        )),
+        (Some(key), true) => {
+            let Some(body_len) = datagram.len().checked_sub(MAC_TAG_BYTES) else {
+                return Err(DropReason::Truncated);
+            };
+            if body_len < HEADER_BYTES {
+                return Err(DropReason::Truncated);
+            }
+            let (body, tag) = datagram.split_at(body_len);
+            if key.verify(body, tag) {
+                Ok(body)
+            } else {
+                Err(DropReason::BadMac("tag does not verify"))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -226,8 +307,11 @@ mod tests {
         bad[4] = 9;
         assert_eq!(dec(&bad), Err(DropReason::BadVersion { version: 9 }));
         let mut bad = out.clone();
-        bad[5] = 1;
+        bad[5] = 2;
         assert!(matches!(dec(&bad), Err(DropReason::Malformed(_))));
+        let mut bad = out.clone();
+        bad[5] = FLAG_MAC;
+        assert!(matches!(dec(&bad), Err(DropReason::BadMac(_))));
         let mut bad = out.clone();
         bad.push(0);
         assert!(matches!(dec(&bad), Err(DropReason::Malformed(m)) if m.contains("trailing")));
@@ -253,7 +337,118 @@ mod tests {
         encode(&header(), &command(limit), &mut out).expect("a max-size value fits");
     }
 
+    fn key(byte: u8) -> ClusterKey {
+        ClusterKey::from_bytes(&[byte; crate::net::auth::CLUSTER_KEY_BYTES_MIN]).expect("key")
+    }
+
+    #[test]
+    fn keyed_layout_and_round_trip() {
+        let k = key(1);
+        let mut plain = Vec::new();
+        encode(&header(), &command(10), &mut plain).expect("encode");
+        let mut out = Vec::new();
+        encode_keyed(&header(), &command(10), Some(&k), &mut out).expect("encode");
+        assert_eq!(out.len(), plain.len() + MAC_TAG_BYTES);
+        assert_eq!(out[5], FLAG_MAC);
+        assert_eq!(
+            &out[6..plain.len()],
+            &plain[6..],
+            "same header fields and payload"
+        );
+        let body = &out[..out.len() - MAC_TAG_BYTES];
+        assert_eq!(&out[body.len()..], &k.tag(body)[..]);
+        let (h, v): (Header, Value) = decode_keyed(&out, CLUSTER, Some(&k)).expect("decode");
+        assert_eq!(h, header());
+        assert_eq!(v, command(10));
+    }
+
+    #[test]
+    fn keyed_decode_rejects_forged_flipped_truncated_and_untagged() {
+        let k = key(1);
+        let mut out = Vec::new();
+        encode_keyed(&header(), &command(10), Some(&k), &mut out).expect("encode");
+        let dec = |d: &[u8]| decode_keyed::<Value>(d, CLUSTER, Some(&k)).map(|_| ());
+
+        // Forged: a well-formed datagram tagged with another key.
+        let mut forged = Vec::new();
+        encode_keyed(&header(), &command(10), Some(&key(2)), &mut forged).expect("encode");
+        assert!(matches!(dec(&forged), Err(DropReason::BadMac(_))));
+
+        // Every single bit flip is caught (flag, cluster, magic and version have their own
+        // reasons; everything else fails the MAC).
+        for bit in 0..out.len() * 8 {
+            let mut copy = out.clone();
+            copy[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                dec(&copy).is_err(),
+                "bit {bit} flipped yet the datagram decoded"
+            );
+        }
+
+        // Every truncation is caught.
+        for len in 0..out.len() {
+            assert!(dec(&out[..len]).is_err(), "truncated to {len} yet decoded");
+        }
+        assert_eq!(dec(&out[..HEADER_BYTES + 3]), Err(DropReason::Truncated));
+
+        // Untagged (an unkeyed member, or an attacker stripping the tag and the flag).
+        let mut plain = Vec::new();
+        encode(&header(), &command(10), &mut plain).expect("encode");
+        assert!(matches!(dec(&plain), Err(DropReason::BadMac(_))));
+        let mut stripped = out[..out.len() - MAC_TAG_BYTES].to_vec();
+        stripped[5] = 0;
+        assert!(matches!(dec(&stripped), Err(DropReason::BadMac(_))));
+
+        // Another cluster is named as such, before the MAC is looked at.
+        assert_eq!(
+            decode_keyed::<Value>(&out, CLUSTER + 1, Some(&k)).map(|_| ()),
+            Err(DropReason::WrongCluster { cluster: CLUSTER })
+        );
+
+        // A node without a key refuses tagged datagrams.
+        assert!(matches!(
+            decode::<Value>(&out, CLUSTER).map(|_| ()),
+            Err(DropReason::BadMac(_))
+        ));
+    }
+
+    #[test]
+    fn keyed_encode_counts_the_tag_against_the_limit() {
+        let k = key(1);
+        let mut out = Vec::new();
+        // The largest plain datagram: header, a 3-byte length prefix and the bytes.
+        let fits = DATAGRAM_BYTES_MAX - HEADER_BYTES - 3;
+        encode(&header(), &vec![0u8; fits], &mut out).expect("fits plain");
+        assert_eq!(out.len(), DATAGRAM_BYTES_MAX);
+        let err = encode_keyed(&header(), &vec![0u8; fits], Some(&k), &mut out).unwrap_err();
+        assert!(matches!(err, EncodeError::TooLarge { .. }));
+        assert!(out.is_empty());
+        // The core's message budget leaves room for header and tag.
+        const {
+            assert!(
+                crate::paxos::config::MESSAGE_BYTES_MAX_DEFAULT + HEADER_BYTES + MAC_TAG_BYTES
+                    <= DATAGRAM_BYTES_MAX
+            )
+        };
+    }
+
     proptest! {
+        #[test]
+        fn keyed_round_trips(
+            cluster in any::<u64>(),
+            from in any::<u16>(),
+            payload in prop::collection::vec(any::<u8>(), 0..2000),
+            key_bytes in prop::collection::vec(any::<u8>(), 32..80),
+        ) {
+            let k = ClusterKey::from_bytes(&key_bytes).expect("key");
+            let h = Header { cluster, from: NodeId(from) };
+            let mut out = Vec::new();
+            encode_keyed(&h, &payload, Some(&k), &mut out).expect("encode");
+            let (h2, p2): (Header, Vec<u8>) = decode_keyed(&out, cluster, Some(&k)).expect("decode");
+            prop_assert_eq!(h2, h);
+            prop_assert_eq!(p2, payload);
+        }
+
         #[test]
         fn round_trips(
             cluster in any::<u64>(),

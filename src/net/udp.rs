@@ -2,11 +2,13 @@
 //!
 //! Datagrams are lost, duplicated, reordered and may come from anyone (`GUIDE.md` §4), so the
 //! receiver checks everything before the event loop sees it: size, envelope, cluster identity,
-//! that the claimed sender is a member, and that the datagram came from that member's address.
+//! the MAC when the cluster has a key (`docs/security.md`), that the claimed sender is a member,
+//! and that the datagram came from that member's address.
 //! Anything else is dropped and counted, never a crash. Sending never blocks the event loop: a
 //! datagram the kernel cannot take right now is dropped and the core's retransmit timers cover it.
 
 use crate::metrics::{DropLabels, Metrics};
+use crate::net::auth::ClusterKey;
 use crate::net::codec::{self, DropReason, Header, DATAGRAM_BYTES_MAX};
 use crate::net::wire::Wire;
 use crate::paxos::types::NodeId;
@@ -24,7 +26,11 @@ fn drop_reason(reason: &DropReason) -> &'static str {
     match reason {
         DropReason::Oversized { .. } => DROPPED_OVERSIZED,
         DropReason::WrongCluster { .. } => DROPPED_FOREIGN_CLUSTER,
-        _ => DROPPED_MALFORMED,
+        DropReason::BadMac(_) => DROPPED_BAD_MAC,
+        DropReason::Truncated
+        | DropReason::BadMagic
+        | DropReason::BadVersion { .. }
+        | DropReason::Malformed(_) => DROPPED_MALFORMED,
     }
 }
 
@@ -32,12 +38,14 @@ fn drop_reason(reason: &DropReason) -> &'static str {
 pub const DROPPED_OVERSIZED: &str = "oversized";
 pub const DROPPED_MALFORMED: &str = "malformed";
 pub const DROPPED_FOREIGN_CLUSTER: &str = "foreign_cluster";
+pub const DROPPED_BAD_MAC: &str = "bad_mac";
 pub const DROPPED_UNKNOWN_SENDER: &str = "unknown_sender";
 pub const DROPPED_QUEUE_FULL: &str = "queue_full";
-const DROP_REASONS: [&str; 5] = [
+const DROP_REASONS: [&str; 6] = [
     DROPPED_OVERSIZED,
     DROPPED_MALFORMED,
     DROPPED_FOREIGN_CLUSTER,
+    DROPPED_BAD_MAC,
     DROPPED_UNKNOWN_SENDER,
     DROPPED_QUEUE_FULL,
 ];
@@ -71,6 +79,8 @@ pub fn datagram_counts(metrics: &Metrics) -> BTreeMap<String, u64> {
 pub struct PeerNet {
     socket: Arc<UdpSocket>,
     header: Header,
+    /// Tags every datagram when the cluster has a key.
+    key: Option<ClusterKey>,
     members: Vec<SocketAddr>,
     metrics: Arc<Metrics>,
     /// Reused encode buffer.
@@ -81,12 +91,14 @@ impl PeerNet {
     pub fn new(
         socket: Arc<UdpSocket>,
         header: Header,
+        key: Option<ClusterKey>,
         members: Vec<SocketAddr>,
         metrics: Arc<Metrics>,
     ) -> PeerNet {
         PeerNet {
             socket,
             header,
+            key,
             members,
             metrics,
             buf: Vec::with_capacity(DATAGRAM_BYTES_MAX),
@@ -104,7 +116,7 @@ impl PeerNet {
             panic!("the core addressed {to}, which is not a member");
         };
         self.buf.clear();
-        if let Err(e) = codec::encode(&self.header, wire, &mut self.buf) {
+        if let Err(e) = codec::encode_keyed(&self.header, wire, self.key.as_ref(), &mut self.buf) {
             // The core budgets every message to fit; failing here is a broken invariant upstream,
             // but dropping is safe (retransmission or the client's timeout covers it).
             tracing::error!(error = %e, %to, "datagram not encodable; dropped");
@@ -126,10 +138,12 @@ impl PeerNet {
     }
 }
 
-/// Receives datagrams until the queue to the event loop closes.
+/// Receives datagrams until the queue to the event loop closes. With a `key`, only datagrams
+/// whose MAC verifies reach the event loop.
 pub async fn receive_loop(
     socket: Arc<UdpSocket>,
     cluster: u64,
+    key: Option<ClusterKey>,
     members: Vec<SocketAddr>,
     inbound: mpsc::Sender<(NodeId, Wire)>,
     metrics: Arc<Metrics>,
@@ -151,7 +165,7 @@ pub async fn receive_loop(
         };
         metrics.datagrams_received.inc();
         metrics.datagram_bytes_received.inc_by(len as u64);
-        let (header, wire) = match codec::decode::<Wire>(&buf[..len], cluster) {
+        let (header, wire) = match codec::decode_keyed::<Wire>(&buf[..len], cluster, key.as_ref()) {
             Ok(x) => x,
             Err(reason) => {
                 tracing::debug!(%from_addr, %reason, "datagram dropped");

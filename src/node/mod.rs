@@ -138,6 +138,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
     let receiver = tokio::spawn(udp::receive_loop(
         peer_socket.clone(),
         config.cluster_id,
+        config.cluster_key.clone(),
         config.members.clone(),
         inbound_tx,
         metrics.clone(),
@@ -146,7 +147,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
         cluster: config.cluster_id,
         from: config.node_id,
     };
-    let peers = PeerNet::new(peer_socket, header, config.members.clone(), metrics.clone());
+    let peers = PeerNet::new(
+        peer_socket,
+        header,
+        config.cluster_key.clone(),
+        config.members.clone(),
+        metrics.clone(),
+    );
 
     let (requests_tx, requests_rx) = mpsc::channel(REQUEST_QUEUE_MAX);
     let initial_status = status::initial(&config);
@@ -204,6 +211,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
         line = %config.line_addr,
         peers = %config.peer_bind_addr,
         members = config.members.len(),
+        peer_auth = config.cluster_key.is_some(),
         data_dir = %config.data_dir.display(),
         "consens node serving"
     );

@@ -100,7 +100,7 @@ pub struct NodeStatus {
     /// Every member, including this node.
     pub members: Vec<MemberStatus>,
     /// Peer datagrams by fate: sent, received, and dropped by reason (oversized, malformed,
-    /// from another cluster, from a non-member, queue full).
+    /// from another cluster, failing the MAC check, from a non-member, queue full).
     pub datagrams: std::collections::BTreeMap<String, u64>,
 }
 
