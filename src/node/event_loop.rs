@@ -91,6 +91,8 @@ pub struct NodeLoop {
     snapshot_slot: Slot,
     /// WAL bytes already counted in the metrics.
     wal_bytes_reported: u64,
+    /// The role and leader the last published status showed.
+    published_view: Option<(crate::paxos::Role, Option<NodeId>)>,
 }
 
 /// Everything [`NodeLoop::new`] needs, assembled by `node::serve`.
@@ -131,6 +133,7 @@ impl NodeLoop {
             ticks: 0,
             snapshot_slot: parts.snapshot_slot,
             wal_bytes_reported: 0,
+            published_view: None,
         }
     }
 
@@ -396,6 +399,7 @@ impl NodeLoop {
                 self.transfer.send_latest(peer);
             }
         }
+        self.publish_status_on_role_change();
     }
 
     /// Appends `records` (after any backlog) to the WAL, syncs, and tells the core what is durable.
@@ -526,6 +530,17 @@ impl NodeLoop {
             Message::CatchUp { .. } => metrics.transfer("catch_up_requested"),
             Message::Decided { .. } => metrics.transfer("catch_up_served"),
             _ => {}
+        }
+    }
+
+    /// Publishes the status at once when the node's role or leader changed, so that status
+    /// pages and health checks never lag behind an election.
+    fn publish_status_on_role_change(&mut self) {
+        let core = self.replica.status();
+        let view = (core.role, core.leader);
+        if self.published_view != Some(view) {
+            self.published_view = Some(view);
+            self.publish_status();
         }
     }
 
