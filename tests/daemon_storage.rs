@@ -2,44 +2,16 @@
 //! corrupt in the middle makes the node refuse to start, naming the file, the offset and the
 //! word "corrupt"; the operator's `consens wal verify` agrees with the node.
 //!
-//! The tests find record frames by walking the segment as `wal-format.md` lays it out (a 64-byte
-//! segment header, then 8-byte-aligned frames whose `u32` payload length sits at byte 4).
+//! Record frames are found with `support::wal_bytes`, which walks a segment as `wal-format.md`
+//! lays it out.
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use support::cluster::*;
-
-const SEGMENT_HEADER_BYTES: usize = 64;
-const RECORD_HEADER_BYTES: usize = 24;
-
-/// The node's (only) WAL segment.
-fn segment(data_dir: &Path) -> PathBuf {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(data_dir.join("wal"))
-        .expect("wal dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    files.sort();
-    files.pop().expect("a segment")
-}
-
-/// Offsets of every record frame in a segment.
-fn frames(bytes: &[u8]) -> Vec<usize> {
-    let mut at = SEGMENT_HEADER_BYTES;
-    let mut found = Vec::new();
-    while at + RECORD_HEADER_BYTES <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
-        if len == 0 && bytes[at..at + RECORD_HEADER_BYTES].iter().all(|b| *b == 0) {
-            break;
-        }
-        found.push(at);
-        at += (RECORD_HEADER_BYTES + len).div_ceil(8) * 8;
-    }
-    found
-}
+use support::wal_bytes::{frames, newest_segment as segment, RECORD_HEADER_BYTES};
 
 /// A one-node cluster with a few writes, stopped gracefully so that its WAL is complete.
 fn node_with_writes() -> Cluster {

@@ -74,20 +74,17 @@ impl Ord for Held {
     }
 }
 
-/// A small seeded generator (splitmix64): the proxy's only source of randomness.
-pub struct SplitMix(u64);
+/// A small seeded generator: the core's SplitMix64 (`consens::paxos::rng`), the proxy's only
+/// source of randomness.
+pub struct SplitMix(consens::paxos::rng::Rng);
 
 impl SplitMix {
     pub fn new(seed: u64) -> SplitMix {
-        SplitMix(seed)
+        SplitMix(consens::paxos::rng::Rng::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
