@@ -494,13 +494,10 @@ fn a_node_that_lost_its_whole_data_dir_rejoins_with_a_fresh_boot_counter() {
     );
 }
 
-/// Known daemon bug (reported, not fixed here): without `boot`, the counter starts again at 1,
-/// the node's command ids repeat ids already applied (still in the state machine's dedup
-/// window), and its writes are decided but dropped as retries: every one answers "503 outcome
-/// unknown" until the ids pass the old ones. Nothing acknowledged is lost, but the node cannot
-/// take writes. Run with `--ignored` to see it.
+/// A node that lost its boot counter too (whole data dir gone) takes writes at once: a missing
+/// counter starts at a random point far from the old boots, so its command ids are new and the
+/// state machine does not take its writes for retries.
 #[test]
-#[ignore = "daemon bug: a node that lost its boot counter reuses command ids (docs/reliability.md §7)"]
 fn a_node_that_lost_its_boot_counter_can_take_writes() {
     let failed = whole_data_dir_lost(false);
     assert!(

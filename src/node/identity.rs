@@ -19,6 +19,24 @@ pub const BOOT_FILE_NAME: &str = "boot";
 /// Bits of `CommandId::seq` left for the per-boot counter; the boot counter fills the rest.
 pub const COMMAND_SEQ_COUNTER_BITS: u32 = 40;
 
+/// Boot counters stay below this: they fill the bits of `CommandId::seq` above the per-boot counter.
+pub const BOOT_MAX: u64 = 1 << (64 - COMMAND_SEQ_COUNTER_BITS);
+
+/// A random starting point in `[BOOT_MAX / 4, BOOT_MAX / 2)`: far from every earlier boot of a
+/// node that lost its counter (they started at a random point too, and count up by one per
+/// start), with room for millions of restarts before `BOOT_MAX`.
+fn first_boot_base() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    BOOT_MAX / 4 + hasher.finish() % (BOOT_MAX / 4)
+}
+
 /// Why the node's identity on disk does not fit this start.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -92,14 +110,19 @@ pub fn next_boot(dir: &Path) -> Result<u64, IdentityError> {
                 path: path.clone(),
                 reason: format!("not a number ({e})"),
             })?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        // No counter yet: a new node, or one that lost its data dir. Start at a random point of
+        // the upper half of the range, so that a node that lost its counter does not reuse the
+        // command ids of its earlier boots (the state machine would take them for retries).
+        Err(e) if e.kind() == io::ErrorKind::NotFound => first_boot_base(),
         Err(e) => return Err(io_error(&path)(e)),
     };
     let boot = previous + 1;
-    assert!(
-        boot < (1 << (64 - COMMAND_SEQ_COUNTER_BITS)),
-        "boot counter overflow"
-    );
+    if boot >= BOOT_MAX {
+        return Err(IdentityError::Corrupt {
+            path,
+            reason: format!("boot counter {previous} is out of range (must stay below {BOOT_MAX})"),
+        });
+    }
     crate::fs_durable::write_durably(dir, BOOT_FILE_NAME, format!("{boot}\n").as_bytes())
         .map_err(io_error(&path))?;
     Ok(boot)
@@ -138,8 +161,31 @@ mod tests {
     #[test]
     fn boot_counter_increases_across_starts() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(next_boot(dir.path()).expect("boot"), 1);
-        assert_eq!(next_boot(dir.path()).expect("boot"), 2);
-        assert_eq!(next_boot(dir.path()).expect("boot"), 3);
+        let first = next_boot(dir.path()).expect("boot");
+        assert!(
+            (BOOT_MAX / 4..BOOT_MAX / 2).contains(&(first - 1)),
+            "{first}"
+        );
+        assert_eq!(next_boot(dir.path()).expect("boot"), first + 1);
+        assert_eq!(next_boot(dir.path()).expect("boot"), first + 2);
+    }
+
+    #[test]
+    fn a_lost_counter_starts_somewhere_else() {
+        let a = tempfile::tempdir().expect("tempdir");
+        let b = tempfile::tempdir().expect("tempdir");
+        let first = next_boot(a.path()).expect("boot");
+        assert_ne!(next_boot(b.path()).expect("boot"), first);
+    }
+
+    #[test]
+    fn an_out_of_range_counter_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            dir.path().join(BOOT_FILE_NAME),
+            format!("{}\n", BOOT_MAX - 1),
+        )
+        .expect("write");
+        assert!(next_boot(dir.path()).is_err());
     }
 }
