@@ -21,11 +21,15 @@ const VALUE_BYTES: usize = 100;
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The three node processes; killed on drop.
-struct Nodes(Vec<Child>, tempfile::TempDir);
+struct Nodes {
+    children: Vec<Child>,
+    /// Holds the data dirs; removed after the processes are killed.
+    _dir: tempfile::TempDir,
+}
 
 impl Drop for Nodes {
     fn drop(&mut self) {
-        for child in &mut self.0 {
+        for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -78,7 +82,10 @@ fn start_cluster() -> (Nodes, Vec<String>) {
                 .expect("spawn consens serve")
         })
         .collect();
-    let nodes = Nodes(children, dir);
+    let nodes = Nodes {
+        children,
+        _dir: dir,
+    };
     let deadline = Instant::now() + START_TIMEOUT;
     for &port in &ports {
         while TcpStream::connect(("127.0.0.1", port + 1)).is_err() {
