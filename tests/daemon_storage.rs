@@ -8,10 +8,9 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use support::cluster::*;
-use support::wal_bytes::{frames, newest_segment as segment, RECORD_HEADER_BYTES};
+use support::wal_bytes::{frames, newest_segment as segment, wal_command, RECORD_HEADER_BYTES};
 
 /// A one-node cluster with a few writes, stopped gracefully so that its WAL is complete.
 fn node_with_writes() -> Cluster {
@@ -28,27 +27,14 @@ fn node_with_writes() -> Cluster {
 }
 
 fn verify(data_dir: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_consens"))
-        .args(["wal", "verify"])
-        .arg(data_dir.join("wal"))
-        .output()
-        .expect("run consens wal verify");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    wal_command("verify", data_dir)
 }
 
 #[test]
 fn a_torn_tail_is_truncated_and_the_node_starts() {
     let mut cluster = node_with_writes();
     let data_dir = cluster.nodes[0].data_dir.clone();
-    let dump = Command::new(env!("CARGO_BIN_EXE_consens"))
-        .args(["wal", "dump"])
-        .arg(data_dir.join("wal"))
-        .output()
-        .expect("run consens wal dump");
-    let dump = String::from_utf8_lossy(&dump.stdout);
+    let (_, dump) = wal_command("dump", &data_dir);
     for needle in [
         "promised ballot=",
         "accepted slot=",

@@ -45,15 +45,7 @@ fn write_keys(node: &Node, prefix: &str, count: usize, acked: &mut BTreeMap<Stri
 }
 
 fn verify_wal(data_dir: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_consens"))
-        .args(["wal", "verify"])
-        .arg(data_dir.join("wal"))
-        .output()
-        .expect("run consens wal verify");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    wal_command("verify", data_dir)
 }
 
 /// The operator procedure for a node that refuses to start (`docs/reliability.md`): move its

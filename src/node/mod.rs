@@ -118,20 +118,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
             source,
         })?;
     let peer_socket = Arc::new(peer_socket);
-    let http_listener = TcpListener::bind(config.http_addr)
-        .await
-        .map_err(|source| NodeError::Bind {
-            what: "listen for HTTP on",
-            addr: config.http_addr,
-            source,
-        })?;
-    let line_listener = TcpListener::bind(config.line_addr)
-        .await
-        .map_err(|source| NodeError::Bind {
-            what: "listen for the line protocol on",
-            addr: config.line_addr,
-            source,
-        })?;
+    let http_listener = listen("listen for HTTP on", config.http_addr).await?;
+    let line_listener = listen("listen for the line protocol on", config.line_addr).await?;
 
     let metrics = Arc::new(Metrics::new());
     let (inbound_tx, inbound_rx) = mpsc::channel(udp::INBOUND_QUEUE_DATAGRAMS_MAX);
@@ -234,6 +222,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
     receiver.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds a TCP listener, naming what it was for if that fails.
+async fn listen(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Bind { what, addr, source })
 }
 
 async fn wait_for(mut stop: watch::Receiver<bool>) {

@@ -131,17 +131,7 @@ impl Node {
         unsafe {
             libc::kill(pid, signal);
         }
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_exit(timeout)
     }
 
     /// Waits until the process exits by itself (for starts that must be refused).

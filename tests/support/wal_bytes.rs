@@ -36,3 +36,17 @@ pub fn frames(bytes: &[u8]) -> Vec<usize> {
     }
     found
 }
+
+/// Runs `consens wal <subcommand> DATA_DIR/wal`; returns whether it exited 0, and its stdout
+/// followed by its stderr.
+pub fn wal_command(subcommand: &str, data_dir: &Path) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_consens"))
+        .args(["wal", subcommand])
+        .arg(data_dir.join("wal"))
+        .output()
+        .expect("run consens wal");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
