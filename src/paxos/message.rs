@@ -116,10 +116,7 @@ impl Message {
                 .map(|(_, v)| SLOT_BYTES_MAX + v.encoded_bytes_max())
                 .sum(),
             Message::Accepted { slots, .. } => slots.len() * SLOT_BYTES_MAX,
-            Message::Forward { commands } => commands
-                .iter()
-                .map(|c| Value::Command(c.clone()).encoded_bytes_max())
-                .sum(),
+            Message::Forward { commands } => commands.iter().map(Command::encoded_bytes_max).sum(),
             Message::ReadIndex { ids } | Message::ReadIndexReply { ids, .. } => {
                 ids.len() * SLOT_BYTES_MAX
             }

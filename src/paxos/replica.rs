@@ -201,7 +201,7 @@ impl Replica {
     /// A client asked for `command`. The caller learns the outcome when the command is applied
     /// (by its id); a refused command was not proposed.
     pub fn propose(&mut self, command: Command) -> Result<(), ProposeError> {
-        let bytes = Value::Command(command.clone()).encoded_bytes_max();
+        let bytes = command.encoded_bytes_max();
         let limit = self.config.command_bytes_max();
         if bytes > limit {
             return Err(ProposeError::TooLarge { bytes, limit });
@@ -327,11 +327,6 @@ impl Replica {
             },
             campaigns: self.campaigns,
         }
-    }
-
-    /// The configuration this replica runs with.
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     /// The decided value of `slot`, if this node holds it (for checkers and catch-up tests).
@@ -525,7 +520,7 @@ impl Replica {
         let mut batch = Vec::new();
         let mut bytes = 0;
         for command in std::mem::take(&mut self.forward_buf) {
-            let size = Value::Command(command.clone()).encoded_bytes_max();
+            let size = command.encoded_bytes_max();
             if bytes + size > budget && !batch.is_empty() {
                 self.send(leader, Message::Forward { commands: batch });
                 batch = Vec::new();

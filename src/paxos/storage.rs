@@ -100,14 +100,4 @@ impl Recovered {
         self.accepted = self.accepted.split_off(&(upto + 1));
         self.chosen = self.chosen.split_off(&(upto + 1));
     }
-
-    /// The decided value of `slot` (above the snapshot, at or below `decided_upto`), if held.
-    pub fn decided_value(&self, slot: Slot) -> Option<&Value> {
-        if slot <= self.snapshot || slot > self.decided_upto {
-            return None;
-        }
-        self.chosen
-            .get(&slot)
-            .or_else(|| self.accepted.get(&slot).map(|(_, v)| v))
-    }
 }

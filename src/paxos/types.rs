@@ -94,6 +94,18 @@ pub struct Command {
     pub op: Op,
 }
 
+impl Command {
+    /// An upper bound on this command's postcard-encoded size as a [`Value`] (tag included).
+    pub fn encoded_bytes_max(&self) -> usize {
+        // Enum tags and varints: at most 10 bytes per u64, 3 per u16, 1 per tag, 10 per length.
+        const FIXED_BYTES_MAX: usize = 1 + 1 + 3 + 10 + 1 + 10 + 10 + 1 + 10;
+        match &self.op {
+            Op::Put { key, value, .. } => FIXED_BYTES_MAX + key.len() + value.len(),
+            Op::Delete { key } => FIXED_BYTES_MAX + key.len(),
+        }
+    }
+}
+
 /// What a slot holds once chosen: a client command, or a no-op that a new leader uses to fill a
 /// hole it found no accepted value for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,14 +118,9 @@ impl Value {
     /// An upper bound on this value's postcard-encoded size, used to fill a datagram up to its
     /// byte budget without encoding twice.
     pub fn encoded_bytes_max(&self) -> usize {
-        // Enum tags and varints: at most 10 bytes per u64, 3 per u16, 1 per tag, 10 per length.
-        const FIXED_BYTES_MAX: usize = 1 + 1 + 3 + 10 + 1 + 10 + 10 + 1 + 10;
         match self {
             Value::Noop => 1,
-            Value::Command(c) => match &c.op {
-                Op::Put { key, value, .. } => FIXED_BYTES_MAX + key.len() + value.len(),
-                Op::Delete { key } => FIXED_BYTES_MAX + key.len(),
-            },
+            Value::Command(c) => c.encoded_bytes_max(),
         }
     }
 }
