@@ -59,6 +59,7 @@ fn answer_join_queries(
                 continue;
             };
             let info = Wire::Paxos(Message::JoinInfo {
+                voter: true,
                 promised: Ballot {
                     round: 0,
                     node: NodeId(0),

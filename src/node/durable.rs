@@ -76,9 +76,7 @@ pub struct Durable {
     dirty: bool,
     /// Reused encode buffer.
     buf: Vec<u8>,
-    /// Payload bytes appended since the last compaction (a snapshot trigger).
-    bytes_since_compact: u64,
-    /// Payload bytes appended since the node started (a metric).
+    /// Payload bytes appended since the node started (a metric and the snapshot trigger).
     bytes_total: u64,
 }
 
@@ -121,7 +119,6 @@ impl Durable {
             disk_full: None,
             dirty: false,
             buf: Vec::with_capacity(1024),
-            bytes_since_compact: 0,
             bytes_total: 0,
         };
         Ok((durable, recovered))
@@ -179,7 +176,6 @@ impl Durable {
         let lsn = self.wal.append(CONSENSUS_RECORD_TYPE, &encoded);
         if lsn.is_ok() {
             self.dirty = true;
-            self.bytes_since_compact += encoded.len() as u64;
             self.bytes_total += encoded.len() as u64;
         }
         self.buf = encoded;
@@ -211,11 +207,6 @@ impl Durable {
         self.dirty
     }
 
-    /// Payload bytes appended since the last compaction.
-    pub fn bytes_since_compact(&self) -> u64 {
-        self.bytes_since_compact
-    }
-
     /// A snapshot from a peer now covers slots `<= upto`.
     pub fn snapshot_installed(&mut self, upto: Slot) {
         self.mirror.snapshot_installed(upto);
@@ -240,7 +231,6 @@ impl Durable {
         }
         let newly_durable = self.sync()?;
         let removed = self.wal.compact(first)?;
-        self.bytes_since_compact = 0;
         tracing::debug!(
             snapshot_slot = upto,
             checkpoint_records = checkpoint.len(),

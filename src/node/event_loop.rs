@@ -1,19 +1,21 @@
 //! The node's event loop: the only owner of the Paxos core, the key-value state, the WAL adapter
 //! and the peer socket's send side.
 //!
-//! Every input (a datagram, a client request, a tick) is fed to the core; then [`NodeLoop::drive`]
-//! drains the core's `Ready` until it is quiet, running its effects in the one safe order:
-//! persist (append to the WAL) → send what the core released → sync → report `durable` → apply
-//! decided commands → answer clients. Promise and accepted replies are withheld inside the core
-//! until `durable` covers them, so sending before the sync is safe by construction; it lets peers
-//! work while our msync runs. A sync failure is fatal (fsyncgate): the process exits non-zero.
+//! Every input (a datagram, a client request, a tick, a durability report of the WAL thread) is
+//! fed to the core; then [`NodeLoop::drive`] drains the core's `Ready` until it is quiet: send
+//! what the core released → hand the records to persist to the WAL thread
+//! ([`crate::node::wal_writer`]) → apply decided commands → answer clients. The WAL thread
+//! appends and msyncs while the loop goes on, and reports each sync back; only then does the
+//! loop tell the core `durable`. Promise and accepted replies are withheld inside the core until
+//! `durable` covers them, so sending before the sync is safe by construction; it lets peers work
+//! while our msync runs. A sync failure is fatal (fsyncgate): the WAL thread exits the process.
 
 use crate::kv::KvState;
 use crate::net::udp::PeerNet;
 use crate::net::wire::Wire;
-use crate::node::durable::{Durable, PersistError};
 use crate::node::handle::Request;
 use crate::node::transfer::SnapshotTransfer;
+use crate::node::wal_writer::{WalEvent, WalWriter};
 use crate::paxos::types::{Command, CommandId, Entry, NodeId, Outcome, Slot, Value};
 use crate::paxos::{ProposeError, ReadId, Ready, Replica};
 use crate::server::{Consistency, NodeStatus, StoreError};
@@ -71,7 +73,10 @@ pub struct NodeLoop {
     config: LoopConfig,
     replica: Replica,
     kv: KvState,
-    durable: Durable,
+    wal: WalWriter,
+    wal_events: mpsc::UnboundedReceiver<WalEvent>,
+    /// Why WAL appends fail right now (disk full), as the WAL thread last reported.
+    disk_full: Option<String>,
     peers: PeerNet,
     transfer: SnapshotTransfer,
     requests: mpsc::Receiver<Request>,
@@ -89,8 +94,8 @@ pub struct NodeLoop {
     ticks: u64,
     /// Slot covered by the newest durable snapshot of our own.
     snapshot_slot: Slot,
-    /// WAL bytes already counted in the metrics.
-    wal_bytes_reported: u64,
+    /// The WAL's appended byte count when the newest snapshot was taken (a snapshot trigger).
+    wal_bytes_at_snapshot: u64,
     /// The role and leader the last published status showed.
     published_view: Option<(crate::paxos::Role, Option<NodeId>)>,
 }
@@ -100,7 +105,8 @@ pub struct LoopParts {
     pub config: LoopConfig,
     pub replica: Replica,
     pub kv: KvState,
-    pub durable: Durable,
+    pub wal: WalWriter,
+    pub wal_events: mpsc::UnboundedReceiver<WalEvent>,
     pub peers: PeerNet,
     pub transfer: SnapshotTransfer,
     pub requests: mpsc::Receiver<Request>,
@@ -117,7 +123,9 @@ impl NodeLoop {
             config: parts.config,
             replica: parts.replica,
             kv: parts.kv,
-            durable: parts.durable,
+            wal: parts.wal,
+            wal_events: parts.wal_events,
+            disk_full: None,
             peers: parts.peers,
             transfer: parts.transfer,
             requests: parts.requests,
@@ -132,7 +140,7 @@ impl NodeLoop {
             last_heard: vec![None; members],
             ticks: 0,
             snapshot_slot: parts.snapshot_slot,
-            wal_bytes_reported: 0,
+            wal_bytes_at_snapshot: 0,
             published_view: None,
         }
     }
@@ -143,12 +151,19 @@ impl NodeLoop {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut requests = Vec::with_capacity(INPUT_BATCH_MAX);
         let mut datagrams = Vec::with_capacity(INPUT_BATCH_MAX);
+        let mut wal_events = Vec::new();
         self.drive();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
                 _ = ticker.tick() => self.on_tick(),
+                n = self.wal_events.recv_many(&mut wal_events, INPUT_BATCH_MAX) => {
+                    if n == 0 { break; }
+                    for event in wal_events.drain(..) {
+                        self.on_wal_event(event);
+                    }
+                }
                 n = self.inbound.recv_many(&mut datagrams, INPUT_BATCH_MAX) => {
                     if n == 0 { break; }
                     for (from, wire) in datagrams.drain(..) {
@@ -171,9 +186,7 @@ impl NodeLoop {
         // Finish what can be finished without new input, make everything durable, then tell the
         // clients still waiting that this node is going away.
         self.drive();
-        if let Err(e) = self.durable.sync() {
-            fatal_sync(e);
-        }
+        self.wal.close();
         for w in self.waiting_writes.drain(..) {
             let _ = w.reply.send(Err(StoreError::ShuttingDown));
         }
@@ -199,10 +212,6 @@ impl NodeLoop {
                 })
                 .inc_by(chunks as u64);
         }
-        if self.durable.has_backlog() {
-            // Disk full earlier: try to persist the backlog again now that space may be back.
-            self.persist_and_sync(Vec::new());
-        }
         self.expire(Instant::now());
         self.propose_waiting();
         if self.ticks % STATUS_REFRESH_TICKS == 0 {
@@ -227,8 +236,11 @@ impl NodeLoop {
 
     fn on_request(&mut self, request: Request) {
         let deadline = Instant::now() + self.config.request_timeout;
-        if let Some(reason) = self.durable.unavailable_reason() {
-            reject(request, StoreError::Unavailable(reason));
+        if let Some(reason) = &self.disk_full {
+            reject(
+                request,
+                StoreError::Unavailable(format!("disk full: {reason}")),
+            );
             return;
         }
         match request {
@@ -388,7 +400,7 @@ impl NodeLoop {
                 self.count_message(&message);
                 self.peers.send(to, &Wire::Paxos(message));
             }
-            self.persist_and_sync(persist);
+            self.wal.persist(persist);
             self.apply(apply);
             for id in reads_ready {
                 if let Some(read) = self.pending_reads.remove(&id) {
@@ -402,43 +414,16 @@ impl NodeLoop {
         self.publish_status_on_role_change();
     }
 
-    /// Appends `records` (after any backlog) to the WAL, syncs, and tells the core what is durable.
-    fn persist_and_sync(&mut self, records: Vec<crate::paxos::Record>) {
-        // Retried every tick while the disk is full: warn once, not a hundred times a second.
-        let already_full = self.durable.has_backlog();
-        match self.durable.persist(records) {
-            Ok(()) => {}
-            Err(PersistError::DiskFull(reason)) => {
-                if already_full {
-                    tracing::debug!(%reason, "WAL append still failing: disk full");
-                } else {
-                    tracing::warn!(%reason, "WAL append failed; this node is unavailable until space returns");
-                }
+    /// A report of the WAL thread: durability moves the core on; a full disk makes the node
+    /// unavailable until appends work again.
+    fn on_wal_event(&mut self, event: WalEvent) {
+        match event {
+            WalEvent::Durable(upto) => self.replica.durable(upto),
+            WalEvent::DiskFull(reason) => {
                 self.fail_all(StoreError::Unavailable(format!("disk full: {reason}")));
-                return;
+                self.disk_full = Some(reason);
             }
-            Err(PersistError::Fatal(e)) => fatal_sync(e),
-        }
-        self.sync();
-    }
-
-    /// Group commit: one sync for everything appended, then tell the core what is durable.
-    fn sync(&mut self) {
-        let metrics = self.peers.metrics();
-        let started = self.durable.is_dirty().then(Instant::now);
-        let result = self.durable.sync();
-        if let Some(started) = started {
-            metrics
-                .wal_sync_seconds
-                .observe(started.elapsed().as_secs_f64());
-            let total = self.durable.bytes_total();
-            metrics.wal_bytes.inc_by(total - self.wal_bytes_reported);
-            self.wal_bytes_reported = total;
-        }
-        match result {
-            Ok(Some(upto)) => self.replica.durable(upto),
-            Ok(None) => {}
-            Err(e) => fatal_sync(e),
+            WalEvent::DiskOk => self.disk_full = None,
         }
     }
 
@@ -472,8 +457,10 @@ impl NodeLoop {
     fn maybe_snapshot(&mut self) {
         let applied = self.kv.applied();
         let slots_due = applied >= self.snapshot_slot + self.config.snapshot_every_slots;
+        let wal_bytes = self.wal.bytes_appended();
         let bytes_due = applied > self.snapshot_slot
-            && self.durable.bytes_since_compact() >= self.config.snapshot_every_bytes;
+            && wal_bytes.saturating_sub(self.wal_bytes_at_snapshot)
+                >= self.config.snapshot_every_bytes;
         if !slots_due && !bytes_due {
             return;
         }
@@ -483,16 +470,10 @@ impl NodeLoop {
             return;
         }
         self.snapshot_slot = applied;
+        self.wal_bytes_at_snapshot = wal_bytes;
         self.peers.metrics().transfer("snapshot_taken");
         self.replica.snapshot_taken(applied);
-        match self.durable.compact(applied) {
-            Ok(Some(upto)) => self.replica.durable(upto),
-            Ok(None) => {}
-            Err(PersistError::DiskFull(reason)) => {
-                tracing::warn!(%reason, "WAL compaction postponed: disk full");
-            }
-            Err(PersistError::Fatal(e)) => fatal_sync(e),
-        }
+        self.wal.compact(applied);
     }
 
     fn install_snapshot(&mut self, meta: crate::snapshot::SnapshotMeta, payload: Vec<u8>) {
@@ -515,7 +496,7 @@ impl NodeLoop {
         self.peers.metrics().transfer("snapshot_installed");
         self.kv = kv;
         self.snapshot_slot = meta.slot;
-        self.durable.snapshot_installed(meta.slot);
+        self.wal.snapshot_installed(meta.slot);
         self.replica.snapshot_installed(meta.slot);
     }
 
@@ -576,17 +557,4 @@ fn reject(request: Request, error: StoreError) {
             let _ = reply.send(Err(error));
         }
     }
-}
-
-/// A failed msync/fsync may have dropped dirty pages while a retry would report success
-/// ("fsyncgate"): acknowledge nothing more, exit, and let recovery read what really is on disk.
-fn fatal_sync(error: impl std::fmt::Display) -> ! {
-    tracing::error!(%error, "WAL sync failed; exiting so that nothing unsynced is acknowledged");
-    // Not eprintln!: it panics when stderr cannot be written (say, a log file on the full disk),
-    // and a panic would end the event loop task instead of the process.
-    let _ = std::io::Write::write_fmt(
-        &mut std::io::stderr(),
-        format_args!("consens: fatal: WAL sync failed: {error}\n"),
-    );
-    std::process::exit(70)
 }

@@ -10,8 +10,8 @@
 //! 4. run the event loop until SIGTERM or Ctrl-C, then stop accepting clients, let in-flight
 //!    requests finish, sync the WAL and exit.
 //!
-//! Layout: `event_loop` (the single owner of core, kv and WAL), `durable` (WAL adapter),
-//! `handle` (the servers' `Store`), `transfer` (snapshot files and shipping), `identity`
+//! Layout: `event_loop` (the single owner of core and kv), `wal_writer` (the thread that owns
+//! the WAL and runs group commit), `durable` (WAL adapter), `handle` (the servers' `Store`), `transfer` (snapshot files and shipping), `identity`
 //! (members and boot counter files), `status` (the `/_status` view).
 
 pub mod durable;
@@ -20,6 +20,7 @@ pub(crate) mod handle;
 pub mod identity;
 pub(crate) mod status;
 pub mod transfer;
+pub(crate) mod wal_writer;
 
 use crate::config::ServeConfig;
 use crate::kv::KvState;
@@ -37,6 +38,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use transfer::SnapshotTransfer;
+use wal_writer::WalWriter;
 
 /// Capacity of the queue from client handles to the event loop (requests beyond it wait).
 pub const REQUEST_QUEUE_MAX: usize = 16_384;
@@ -62,6 +64,8 @@ pub enum NodeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the WAL thread: {source}")]
+    WalThread { source: std::io::Error },
     #[error("cannot create the data directory {dir}: {source}")]
     DataDir { dir: String, source: std::io::Error },
 }
@@ -143,6 +147,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
         metrics.clone(),
     );
 
+    let (wal_events_tx, wal_events_rx) = mpsc::unbounded_channel();
+    let wal = WalWriter::start(durable, metrics.clone(), wal_events_tx)
+        .map_err(|source| NodeError::WalThread { source })?;
+
     let (requests_tx, requests_rx) = mpsc::channel(REQUEST_QUEUE_MAX);
     let initial_status = status::initial(&config);
     let (status_tx, status_rx) = watch::channel::<NodeStatus>(initial_status);
@@ -166,7 +174,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
         },
         replica,
         kv,
-        durable,
+        wal,
+        wal_events: wal_events_rx,
         peers,
         transfer,
         requests: requests_rx,

@@ -3,14 +3,18 @@
 //! majority of the *other* members, their highest promise and what they hold of every slot, and
 //! adopts it durably (promise, votes, decided values, then a `Joined` record).
 //!
-//! Why this is enough: any majority of the others intersects, in at least one other member,
-//! every quorum this node was ever part of. So every promise it made is matched or exceeded by a
+//! Why this is enough: the answers must intersect every quorum this node was ever part of in a
+//! member that still holds its state. Then every promise it made is matched or exceeded by a
 //! promise it adopts, and every value that could have been chosen with its vote is reported by a
 //! member of that intersection (at the same or a higher ballot, which by Paxos carries the same
 //! value). Each adopted vote is a proposal some leader really made, so holding it is as if this
-//! node had voted late. A brand-new cluster whose members are all empty bootstraps the same way:
-//! every member hears "nothing" from a majority of the others and joins with nothing. The
-//! assumption is the usual one: at most a minority of members lose their storage at once.
+//! node had voted late.
+//!
+//! Members that are themselves still joining answer too (that is how a brand-new cluster, all
+//! empty, bootstraps: every member hears "nothing" from the others and joins with nothing), but
+//! their answer says so, and it cannot stand in for a member that holds state: such a member may
+//! have lost its disk, votes for chosen values included. [`join_is_safe`] counts the worst case.
+//! The assumption is the usual one: at most a minority of members lose their storage at once.
 
 use crate::paxos::message::{Message, SlotState, MESSAGE_FIXED_BYTES_MAX};
 use crate::paxos::quorum::MemberSet;
@@ -25,6 +29,8 @@ pub(crate) struct Join {
     next_from: Vec<Option<Slot>>,
     /// Members whose whole answer arrived.
     complete: MemberSet,
+    /// Those of them that were still joining themselves (no state to vouch for).
+    complete_stateless: MemberSet,
     /// The highest promise reported.
     promised: Ballot,
     /// The highest-ballot vote reported, per slot.
@@ -40,6 +46,7 @@ impl Join {
         Join {
             next_from: vec![Some(1); usize::from(members)],
             complete: MemberSet::default(),
+            complete_stateless: MemberSet::default(),
             promised: Ballot::ZERO,
             votes: BTreeMap::new(),
             decided: BTreeMap::new(),
@@ -79,6 +86,7 @@ impl Replica {
         self.send_after_persist(
             from,
             Message::JoinInfo {
+                voter: self.voter,
                 promised: self.promised,
                 from: slot,
                 upto,
@@ -88,16 +96,18 @@ impl Replica {
         );
     }
 
+    #[allow(clippy::too_many_arguments)] // the fields of one message
     pub(crate) fn on_join_info(
         &mut self,
         from: NodeId,
+        voter: bool,
         promised: Ballot,
         slot: Slot,
         upto: Slot,
         more: bool,
         entries: Vec<(Slot, SlotState)>,
     ) {
-        let quorum = self.config.quorum();
+        let members = usize::from(self.config.members);
         let Some(join) = self.join.as_mut() else {
             return;
         };
@@ -125,8 +135,10 @@ impl Replica {
         }
         join.next_from[idx] = None;
         join.complete.insert(from);
-        // A majority of the whole cluster, all of them *other* members.
-        if join.complete.len() >= quorum {
+        if !voter {
+            join.complete_stateless.insert(from);
+        }
+        if join_is_safe(members, join.complete.len(), join.complete_stateless.len()) {
             self.adopt_join();
         }
     }
@@ -149,4 +161,19 @@ impl Replica {
         self.voter = true;
         self.reset_election_timer();
     }
+}
+
+/// Whether answers from `answered` other members, `stateless` of them still joining themselves,
+/// are enough for a node with empty storage to join a `members`-node cluster.
+///
+/// The worst case: this node and some of the stateless answerers lost their disks (at most a
+/// minority of the cluster, this node included) and were voters in a quorum that chose a value,
+/// together with members that have not answered. That quorum escapes the answers iff it fits in
+/// those members; it must not fit. The answers must also be a majority, as any promise is.
+pub(crate) fn join_is_safe(members: usize, answered: usize, stateless: usize) -> bool {
+    let quorum = members / 2 + 1;
+    let minority = (members - 1) / 2;
+    let lost_disks_max = stateless.min(minority.saturating_sub(1));
+    let silent = (members - 1).saturating_sub(answered);
+    answered >= quorum && 1 + lost_disks_max + silent < quorum
 }

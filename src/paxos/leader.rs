@@ -38,7 +38,7 @@ pub(crate) struct Proposal {
     pub(crate) value: Value,
     pub(crate) votes: MemberSet,
     pub(crate) decided: bool,
-    /// When the accept was last sent (`None`: not yet).
+    /// When the accept was last sent to anyone (`None`: not yet).
     pub(crate) sent_at: Option<u64>,
 }
 
@@ -48,8 +48,11 @@ pub(crate) struct Leadership {
     /// Proposals for slots `base..base + proposals.len()`, the undecided tail of the log.
     pub(crate) proposals: VecDeque<Proposal>,
     pub(crate) base: Slot,
-    /// Index in `proposals` of the first proposal never sent.
-    pub(crate) unsent: usize,
+    /// Per member (index: node id): every proposal up to this slot was sent to it once.
+    pub(crate) sent_upto: Vec<Slot>,
+    /// Per member: the last slot and send time of each accept batch it has not answered yet
+    /// (flow control, see `Config::accept_batches_in_flight_max`).
+    pub(crate) batches_in_flight: Vec<VecDeque<(Slot, u64)>>,
     /// Commands waiting for room in the window.
     pub(crate) queue: VecDeque<Command>,
     /// Ids of commands in `queue` or undecided in `proposals` (to drop re-sent duplicates).
@@ -60,8 +63,8 @@ pub(crate) struct Leadership {
     pub(crate) heard_at: Vec<u64>,
     /// When the next heartbeat goes out.
     pub(crate) heartbeat_at: u64,
-    /// The decided prefix last told to the followers (on an accept or a heartbeat).
-    pub(crate) commit_sent: Slot,
+    /// Per member: the decided prefix last told to it (on an accept or a heartbeat).
+    pub(crate) commit_sent: Vec<Slot>,
 }
 
 impl Leadership {
@@ -284,18 +287,20 @@ impl Replica {
             });
         }
         let now = self.now;
+        let members = usize::from(self.config.members);
         self.leader = Some((self.config.node, campaign.ballot));
         self.role = RoleState::Leader(Leadership {
             ballot: campaign.ballot,
             proposals,
             base: campaign.from,
-            unsent: 0,
+            sent_upto: vec![campaign.from - 1; members],
+            batches_in_flight: vec![VecDeque::new(); members],
             queue: VecDeque::new(),
             queued,
             recovered_upto: last,
-            heard_at: vec![now; usize::from(self.config.members)],
+            heard_at: vec![now; members],
             heartbeat_at: now,
-            commit_sent: 0,
+            commit_sent: vec![0; members],
         });
         self.leader_changed();
     }
@@ -318,11 +323,18 @@ impl Replica {
         leadership.queue.push_back(command);
     }
 
-    /// Moves queued commands into the window and sends every proposal not yet sent.
+    /// Moves queued commands into the window and sends each member the proposals it has not
+    /// seen, as one batch, unless it already has `accept_batches_in_flight_max` unanswered
+    /// batches: then they wait for its answer, which calls this again. A member with nothing new
+    /// and nothing in flight is told the decided prefix right away, so that clients waiting on it
+    /// are answered now, not at the next heartbeat.
     pub(crate) fn flush_leader(&mut self) {
         let window = self.config.window_slots;
         let decided_upto = self.decided_upto;
         let now = self.now;
+        let retry = self.config.retry_ticks;
+        let in_flight_max = self.config.accept_batches_in_flight_max;
+        let me = self.config.node;
         let RoleState::Leader(leadership) = &mut self.role else {
             return;
         };
@@ -338,30 +350,64 @@ impl Replica {
             });
         }
         let ballot = leadership.ballot;
-        if leadership.unsent >= leadership.proposals.len() {
-            if leadership.commit_sent < decided_upto {
-                // Nothing new to propose: tell the followers what was decided right away, so
-                // that clients waiting on them are answered now, not at the next heartbeat.
-                leadership.commit_sent = decided_upto;
-                self.broadcast_heartbeat(ballot, 0, MemberSet::default());
-            }
-            return;
-        }
         let base = leadership.base;
-        let mut entries = Vec::with_capacity(leadership.proposals.len() - leadership.unsent);
-        for (i, p) in leadership
-            .proposals
-            .iter_mut()
-            .enumerate()
-            .skip(leadership.unsent)
-        {
-            p.sent_at = Some(now);
-            entries.push((base + i as Slot, p.value.clone()));
+        let last = leadership.next_slot() - 1;
+        let mut accepts = Vec::new();
+        let mut commit_notices = Vec::new();
+        for (i, sent_upto) in leadership.sent_upto.iter_mut().enumerate() {
+            let member = NodeId(i as u16);
+            // Slots decided while this member was held back leave `proposals`; they come from
+            // the decided log instead (what was compacted away, catch-up covers).
+            let from = (*sent_upto + 1).max(self.log_start + 1);
+            let flights = &mut leadership.batches_in_flight[i];
+            if member != me {
+                // Unanswered for a retry period: lost, or the member is slow or down. The retry
+                // timer re-sends what it did not vote for; stop holding new batches back for it.
+                while flights.front().is_some_and(|&(_, at)| now >= at + retry) {
+                    flights.pop_front();
+                }
+            }
+            if from > last {
+                if member != me && flights.is_empty() && leadership.commit_sent[i] < decided_upto {
+                    leadership.commit_sent[i] = decided_upto;
+                    commit_notices.push(member);
+                }
+                continue;
+            }
+            if member != me {
+                // Our own acceptor is never flow-controlled: its vote only waits for the disk.
+                if flights.len() >= in_flight_max {
+                    continue;
+                }
+                flights.push_back((last, now));
+            }
+            let mut entries = Vec::with_capacity((last + 1 - from) as usize);
+            for slot in from..base {
+                if let Some(value) = self.log.get(&slot) {
+                    entries.push((slot, value.clone()));
+                }
+            }
+            for slot in from.max(base)..=last {
+                let p = &mut leadership.proposals[(slot - base) as usize];
+                p.sent_at.get_or_insert(now);
+                entries.push((slot, p.value.clone()));
+            }
+            *sent_upto = last;
+            leadership.commit_sent[i] = decided_upto;
+            accepts.push((member, entries));
         }
-        leadership.unsent = leadership.proposals.len();
-        leadership.commit_sent = decided_upto;
-        for to in 0..self.config.members {
-            self.send_accepts(NodeId(to), ballot, entries.clone());
+        for (to, entries) in accepts {
+            self.send_accepts(to, ballot, entries);
+        }
+        for to in commit_notices {
+            self.send(
+                to,
+                Message::Heartbeat {
+                    ballot,
+                    commit: decided_upto,
+                    read_round: 0,
+                },
+            );
         }
     }
 
@@ -410,6 +456,12 @@ impl Replica {
             return;
         }
         leadership.heard_at[usize::from(from.0)] = now;
+        if let Some(&answered) = slots.iter().max() {
+            let flights = &mut leadership.batches_in_flight[usize::from(from.0)];
+            while flights.front().is_some_and(|&(upto, _)| upto <= answered) {
+                flights.pop_front();
+            }
+        }
         for &slot in slots {
             if slot < leadership.base {
                 continue;
@@ -430,7 +482,6 @@ impl Replica {
             let p = leadership.proposals.pop_front().expect("front exists");
             newly.push((leadership.base, p.value));
             leadership.base += 1;
-            leadership.unsent = leadership.unsent.saturating_sub(1);
         }
         for (slot, value) in newly {
             self.decide(slot, value, Some(ballot));

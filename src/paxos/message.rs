@@ -89,8 +89,10 @@ pub enum Message {
     SnapshotNeeded { log_start: Slot },
     /// A node with empty storage asks what a member knows, for slots `>= from` (safe join).
     JoinQuery { from: Slot },
-    /// What the member knows: its promise, and what it holds of slots `from..=upto`.
+    /// What the member knows: its promise, and what it holds of slots `from..=upto`. `voter` is
+    /// false while the member is itself still joining (its empty answer vouches for nothing).
     JoinInfo {
+        voter: bool,
         promised: Ballot,
         from: Slot,
         upto: Slot,
@@ -101,12 +103,13 @@ pub enum Message {
 
 /// Encoded size of the fixed part of any message (tags, ballots, slot numbers, lengths).
 pub const MESSAGE_FIXED_BYTES_MAX: usize = 96;
+/// Encoded size of one slot number or read id (a postcard varint of a u64).
+pub const SLOT_BYTES_MAX: usize = 10;
 
 impl Message {
     /// An upper bound on the postcard-encoded size of this message, used to keep every message
     /// within one datagram without encoding twice.
     pub fn encoded_bytes_max(&self) -> usize {
-        const SLOT_BYTES_MAX: usize = 10;
         let entries: usize = match self {
             Message::Promise { entries, .. } | Message::JoinInfo { entries, .. } => {
                 entries.iter().map(|(_, e)| e.encoded_bytes_max()).sum()

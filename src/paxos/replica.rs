@@ -10,7 +10,7 @@
 use crate::paxos::config::Config;
 use crate::paxos::join::Join;
 use crate::paxos::leader::{Campaign, Leadership};
-use crate::paxos::message::Message;
+use crate::paxos::message::{Message, MESSAGE_FIXED_BYTES_MAX, SLOT_BYTES_MAX};
 use crate::paxos::reads::Reads;
 use crate::paxos::ready::{ReadId, Ready, ReplicaStatus, Role};
 use crate::paxos::rng::Rng;
@@ -246,9 +246,34 @@ impl Replica {
                 break;
             }
             if let Some((_, to, message)) = self.gated.pop_front() {
-                self.send(to, message);
+                self.send_released(to, message);
             }
         }
+    }
+
+    /// Sends a message the disk held back. Votes released by the same sync to the same leader
+    /// travel as one `Accepted` (one datagram per sync, not one per accept batch received).
+    fn send_released(&mut self, to: NodeId, message: Message) {
+        let slots_max = (self.config.message_bytes_max - MESSAGE_FIXED_BYTES_MAX) / SLOT_BYTES_MAX;
+        if let Message::Accepted { ballot, slots } = &message {
+            if let Some((
+                last_to,
+                Message::Accepted {
+                    ballot: last_ballot,
+                    slots: last_slots,
+                },
+            )) = self.outbox.last_mut()
+            {
+                if *last_to == to
+                    && last_ballot == ballot
+                    && last_slots.len() + slots.len() <= slots_max
+                {
+                    last_slots.extend_from_slice(slots);
+                    return;
+                }
+            }
+        }
+        self.send(to, message);
     }
 
     /// The caller's snapshot covers every slot `<= upto` (which it has applied): values below it
@@ -384,12 +409,13 @@ impl Replica {
             Message::SnapshotNeeded { .. } => {}
             Message::JoinQuery { from: slot } => self.on_join_query(from, slot),
             Message::JoinInfo {
+                voter,
                 promised,
                 from: slot,
                 upto,
                 more,
                 entries,
-            } => self.on_join_info(from, promised, slot, upto, more, entries),
+            } => self.on_join_info(from, voter, promised, slot, upto, more, entries),
         }
     }
 

@@ -273,6 +273,91 @@ fn a_node_that_lost_its_disk_rejoins_before_voting() {
 }
 
 #[test]
+fn two_lost_disks_of_a_choosing_quorum_wait_for_its_last_member() {
+    // Five nodes; a command is chosen by the leader and two others only. Both others lose their
+    // disks and the leader goes down: only the leader still holds the command. The two joiners
+    // must not vouch for each other's emptiness (together with the two members that never saw
+    // the command they would make a majority that forgets it); they wait for the leader.
+    let mut c = Cluster::new(5);
+    c.ticks(100);
+    let leader = c.leader().expect("leader");
+    let others: Vec<usize> = (0..5).filter(|&i| i != leader).collect();
+    let (insiders, outsiders) = (&others[..2], &others[2..]);
+    for &o in outsiders {
+        c.up[o] = false;
+    }
+    c.nodes[leader]
+        .propose(put(leader as u16, 1, "chosen"))
+        .expect("proposed");
+    c.drain();
+    let chosen = c.applied[leader].clone();
+    assert_eq!(
+        commands(&chosen).len(),
+        1,
+        "decided by the leader and the insiders"
+    );
+    for &i in insiders {
+        c.restart(i, true);
+    }
+    c.up[leader] = false;
+    for &o in outsiders {
+        c.restart(o, false);
+    }
+    c.ticks(300);
+    for &i in insiders {
+        assert_eq!(
+            c.nodes[i].status().role,
+            Role::Joining,
+            "node {i} joined without any member that holds the chosen command"
+        );
+    }
+    c.restart(leader, false);
+    c.ticks(300);
+    for i in 0..5 {
+        assert_ne!(c.nodes[i].status().role, Role::Joining, "node {i} joins");
+        let slot = chosen.last().map(|(s, _)| *s).expect("a slot");
+        let at_slot: Vec<_> = c.applied[i].iter().filter(|(s, _)| *s == slot).collect();
+        assert!(
+            at_slot
+                .iter()
+                .all(|(_, v)| commands(&[(slot, v.clone())]) == commands(&chosen)),
+            "node {i} applied something else at slot {slot}"
+        );
+    }
+}
+
+#[test]
+fn join_needs_answers_that_cover_every_quorum_it_may_have_voted_in() {
+    use crate::paxos::join::join_is_safe;
+    // members, answered, stateless -> safe
+    assert!(join_is_safe(3, 2, 0), "3 nodes: both others hold state");
+    assert!(
+        join_is_safe(3, 2, 2),
+        "3 nodes, brand new: everyone answered"
+    );
+    assert!(!join_is_safe(3, 1, 0), "3 nodes: one answer is no majority");
+    assert!(join_is_safe(5, 3, 0), "5 nodes: three members with state");
+    assert!(
+        !join_is_safe(5, 3, 1),
+        "5 nodes: a stateless answer may be a lost disk"
+    );
+    assert!(join_is_safe(5, 4, 1), "5 nodes: everyone answered");
+    assert!(
+        !join_is_safe(5, 3, 3),
+        "5 nodes, brand new: waits for the fifth"
+    );
+    assert!(
+        join_is_safe(5, 4, 4),
+        "5 nodes, brand new: everyone answered"
+    );
+    assert!(join_is_safe(4, 3, 3), "4 nodes: all others answered");
+    assert!(
+        !join_is_safe(4, 2, 0),
+        "4 nodes: two answers are no majority"
+    );
+}
+
+#[test]
 fn a_joining_node_does_not_vote() {
     let mut c = Cluster::new(3);
     c.restart(0, true);

@@ -213,6 +213,7 @@ pub fn seed_wires() -> Vec<(&'static str, Wire)> {
         (
             "join_info",
             paxos(Message::JoinInfo {
+                voter: true,
                 promised: b,
                 from: 1,
                 upto: 5,

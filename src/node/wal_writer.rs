@@ -1,0 +1,275 @@
+//! The WAL writer: a dedicated thread that owns the [`Durable`] adapter and runs group commit
+//! off the event loop.
+//!
+//! The event loop hands the core's records over as soon as the core produces them and goes on
+//! working (sending accepts, reading datagrams, answering reads) while the thread appends and
+//! msyncs. Whatever arrives during one msync is appended and synced by the next one, so commits
+//! pipeline: one sync in flight per node at all times under load, and never a loop stalled on
+//! the disk. After each sync the thread reports the core's new durable persist index back as a
+//! [`WalEvent::Durable`]; only then does the core release the promises and votes that depend on
+//! it (`send_after_persist`), so the ordering rule of `GUIDE.md` is unchanged.
+//!
+//! Order is the channel's order: records, checkpoints ([`WalCommand::Compact`]) and snapshot
+//! marks are applied exactly in the order the loop issued them.
+//!
+//! A full disk is reported once per episode ([`WalEvent::DiskFull`], then [`WalEvent::DiskOk`]);
+//! meanwhile the thread retries the backlog with an exponential back-off. A failed sync, or any
+//! other WAL error, ends the process (fsyncgate: see [`fatal_wal_error`]).
+
+use crate::metrics::Metrics;
+use crate::node::durable::{Durable, PersistError};
+use crate::paxos::types::Slot;
+use crate::paxos::{PersistIndex, Record};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// First retry of appends after the disk filled up.
+pub const DISK_FULL_RETRY_MS_MIN: u64 = 10;
+/// Longest pause between retries while the disk stays full.
+pub const DISK_FULL_RETRY_MS_MAX: u64 = 1_000;
+
+/// What the event loop asks of the WAL thread.
+enum WalCommand {
+    /// Append these core records (after any disk-full backlog), then sync.
+    Persist(Vec<Record>),
+    /// A snapshot from a peer now covers slots `<= slot`.
+    SnapshotInstalled(Slot),
+    /// Our own durable snapshot covers slots `<= slot`: checkpoint and drop older segments.
+    Compact(Slot),
+}
+
+/// What the WAL thread tells the event loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalEvent {
+    /// Core records up to this persist index are durable.
+    Durable(PersistIndex),
+    /// Appends fail for lack of space; the node must answer "unavailable".
+    DiskFull(String),
+    /// Appends work again.
+    DiskOk,
+}
+
+/// The loop's handle on the WAL thread.
+pub struct WalWriter {
+    commands: Option<Sender<WalCommand>>,
+    thread: Option<JoinHandle<()>>,
+    bytes_appended: Arc<AtomicU64>,
+}
+
+impl WalWriter {
+    /// Starts the thread. It reports to `events` until the writer is closed.
+    pub fn start(
+        durable: Durable,
+        metrics: Arc<Metrics>,
+        events: UnboundedSender<WalEvent>,
+    ) -> std::io::Result<WalWriter> {
+        let (commands, inbox) = std::sync::mpsc::channel();
+        let bytes_appended = Arc::new(AtomicU64::new(0));
+        let worker = Worker {
+            durable,
+            metrics,
+            events,
+            bytes_appended: bytes_appended.clone(),
+            disk_full: false,
+            retry_ms: DISK_FULL_RETRY_MS_MIN,
+        };
+        let thread = std::thread::Builder::new()
+            .name("consens-wal".to_string())
+            .spawn(move || worker.run(inbox))?;
+        Ok(WalWriter {
+            commands: Some(commands),
+            thread: Some(thread),
+            bytes_appended,
+        })
+    }
+
+    /// Queues records for append and sync; durability is reported later as a [`WalEvent`].
+    pub fn persist(&self, records: Vec<Record>) {
+        if !records.is_empty() {
+            self.send(WalCommand::Persist(records));
+        }
+    }
+
+    /// A snapshot from a peer now covers slots `<= slot`.
+    pub fn snapshot_installed(&self, slot: Slot) {
+        self.send(WalCommand::SnapshotInstalled(slot));
+    }
+
+    /// Our own snapshot durably covers slots `<= slot`: checkpoint, sync and compact.
+    pub fn compact(&self, slot: Slot) {
+        self.send(WalCommand::Compact(slot));
+    }
+
+    /// Payload bytes appended since the node started (snapshots are triggered by its growth).
+    pub fn bytes_appended(&self) -> u64 {
+        self.bytes_appended.load(Ordering::Relaxed)
+    }
+
+    /// Appends and syncs everything queued, then stops the thread.
+    pub fn close(&mut self) {
+        self.commands = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                fatal_wal_error("the WAL thread panicked");
+            }
+        }
+    }
+
+    fn send(&self, command: WalCommand) {
+        let delivered = self
+            .commands
+            .as_ref()
+            .is_some_and(|c| c.send(command).is_ok());
+        if !delivered {
+            // The thread only stops when closed or after a fatal error (which exits the process).
+            fatal_wal_error("the WAL thread is gone");
+        }
+    }
+}
+
+impl Drop for WalWriter {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+struct Worker {
+    durable: Durable,
+    metrics: Arc<Metrics>,
+    events: UnboundedSender<WalEvent>,
+    bytes_appended: Arc<AtomicU64>,
+    /// The last report was `DiskFull`.
+    disk_full: bool,
+    /// Current back-off while the disk is full.
+    retry_ms: u64,
+}
+
+impl Worker {
+    fn run(mut self, inbox: Receiver<WalCommand>) {
+        loop {
+            // Wait for work; while the disk is full, wake up to retry the backlog.
+            let first = if self.durable.has_backlog() {
+                match inbox.recv_timeout(Duration::from_millis(self.retry_ms)) {
+                    Ok(command) => Some(command),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match inbox.recv() {
+                    Ok(command) => Some(command),
+                    Err(_) => break,
+                }
+            };
+            // Group commit: everything queued while the previous sync ran goes into this one.
+            let mut appended = first.is_none() && self.persist(Vec::new());
+            if let Some(command) = first {
+                appended |= self.handle(command);
+            }
+            while let Ok(command) = inbox.try_recv() {
+                appended |= self.handle(command);
+            }
+            if appended {
+                self.sync();
+            }
+        }
+        // Closed: sync what was appended (a backlog that still does not fit stays unwritten and
+        // was never acknowledged).
+        self.sync();
+    }
+
+    /// Runs one command; true if it appended something that needs a sync.
+    fn handle(&mut self, command: WalCommand) -> bool {
+        match command {
+            WalCommand::Persist(records) => self.persist(records),
+            WalCommand::SnapshotInstalled(slot) => {
+                self.durable.snapshot_installed(slot);
+                false
+            }
+            WalCommand::Compact(slot) => {
+                // The checkpoint's sync must cover every record appended before it.
+                self.sync();
+                match self.durable.compact(slot) {
+                    Ok(Some(upto)) => self.report(WalEvent::Durable(upto)),
+                    Ok(None) => {}
+                    Err(PersistError::DiskFull(reason)) => {
+                        tracing::warn!(%reason, "WAL compaction postponed: disk full");
+                    }
+                    Err(PersistError::Fatal(e)) => fatal_wal_error(e),
+                }
+                false
+            }
+        }
+    }
+
+    /// Appends `records` after the backlog; true if anything was appended or may need a sync.
+    fn persist(&mut self, records: Vec<Record>) -> bool {
+        match self.durable.persist(records) {
+            Ok(()) => {
+                if self.disk_full {
+                    self.disk_full = false;
+                    self.retry_ms = DISK_FULL_RETRY_MS_MIN;
+                    tracing::info!("WAL appends work again; this node is available");
+                    self.report(WalEvent::DiskOk);
+                }
+            }
+            Err(PersistError::DiskFull(reason)) => {
+                if self.disk_full {
+                    tracing::debug!(%reason, "WAL append still failing: disk full");
+                    self.retry_ms = (self.retry_ms * 2).min(DISK_FULL_RETRY_MS_MAX);
+                } else {
+                    tracing::warn!(%reason, "WAL append failed; this node is unavailable until space returns");
+                    self.disk_full = true;
+                    self.report(WalEvent::DiskFull(reason));
+                }
+            }
+            Err(PersistError::Fatal(e)) => fatal_wal_error(e),
+        }
+        // Records before the one that did not fit were appended and still need their sync.
+        self.durable.is_dirty()
+    }
+
+    /// Group commit: one msync for everything appended, then report what became durable.
+    fn sync(&mut self) {
+        if !self.durable.is_dirty() {
+            return;
+        }
+        let started = Instant::now();
+        let before = self.bytes_appended.load(Ordering::Relaxed);
+        match self.durable.sync() {
+            Ok(durable) => {
+                self.metrics
+                    .wal_sync_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                let total = self.durable.bytes_total();
+                self.metrics.wal_bytes.inc_by(total.saturating_sub(before));
+                self.bytes_appended.store(total, Ordering::Relaxed);
+                if let Some(upto) = durable {
+                    self.report(WalEvent::Durable(upto));
+                }
+            }
+            Err(e) => fatal_wal_error(e),
+        }
+    }
+
+    fn report(&self, event: WalEvent) {
+        // The loop is gone only at shutdown, when nobody waits for durability any more.
+        let _ = self.events.send(event);
+    }
+}
+
+/// A failed msync/fsync may have dropped dirty pages while a retry would report success
+/// ("fsyncgate"): acknowledge nothing more, exit, and let recovery read what really is on disk.
+pub fn fatal_wal_error(error: impl std::fmt::Display) -> ! {
+    tracing::error!(%error, "WAL failed; exiting so that nothing unsynced is acknowledged");
+    // Not eprintln!: it panics when stderr cannot be written (say, a log file on the full disk),
+    // and a panic would end one thread instead of the process.
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!("consens: fatal: WAL failed: {error}\n"),
+    );
+    std::process::exit(70)
+}
