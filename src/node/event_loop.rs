@@ -14,7 +14,7 @@ use crate::kv::KvState;
 use crate::net::udp::PeerNet;
 use crate::net::wire::Wire;
 use crate::node::handle::Request;
-use crate::node::transfer::SnapshotTransfer;
+use crate::node::transfer::{SnapshotTransfer, SnapshotWritten};
 use crate::node::wal_writer::{WalEvent, WalWriter};
 use crate::paxos::types::{Command, CommandId, Entry, NodeId, Outcome, Slot, Value};
 use crate::paxos::{ProposeError, ReadId, Ready, Replica};
@@ -94,6 +94,10 @@ pub struct NodeLoop {
     ticks: u64,
     /// Slot covered by the newest durable snapshot of our own.
     snapshot_slot: Slot,
+    /// The slot of the snapshot being written in the background, if one is.
+    snapshot_writing: Option<Slot>,
+    snapshot_written_tx: mpsc::UnboundedSender<SnapshotWritten>,
+    snapshot_written: mpsc::UnboundedReceiver<SnapshotWritten>,
     /// The WAL's appended byte count when the newest snapshot was taken (a snapshot trigger).
     wal_bytes_at_snapshot: u64,
     /// The role and leader the last published status showed.
@@ -119,6 +123,7 @@ pub struct LoopParts {
 impl NodeLoop {
     pub fn new(parts: LoopParts) -> NodeLoop {
         let members = parts.config.members.len();
+        let (snapshot_written_tx, snapshot_written) = mpsc::unbounded_channel();
         NodeLoop {
             config: parts.config,
             replica: parts.replica,
@@ -140,6 +145,9 @@ impl NodeLoop {
             last_heard: vec![None; members],
             ticks: 0,
             snapshot_slot: parts.snapshot_slot,
+            snapshot_writing: None,
+            snapshot_written_tx,
+            snapshot_written,
             wal_bytes_at_snapshot: 0,
             published_view: None,
         }
@@ -164,6 +172,7 @@ impl NodeLoop {
                         self.on_wal_event(event);
                     }
                 }
+                Some(written) = self.snapshot_written.recv() => self.on_snapshot_written(written),
                 n = self.inbound.recv_many(&mut datagrams, INPUT_BATCH_MAX) => {
                     if n == 0 { break; }
                     for (from, wire) in datagrams.drain(..) {
@@ -454,26 +463,64 @@ impl NodeLoop {
         self.maybe_snapshot();
     }
 
+    /// Takes a snapshot when enough slots or WAL bytes went by since the last one. The state is
+    /// copied here (it must be the state at `applied`); serializing and writing it happen in the
+    /// background, and [`Self::on_snapshot_written`] finishes the job.
     fn maybe_snapshot(&mut self) {
+        if self.snapshot_writing.is_some() {
+            return;
+        }
         let applied = self.kv.applied();
-        let slots_due = applied >= self.snapshot_slot + self.config.snapshot_every_slots;
         let wal_bytes = self.wal.bytes_appended();
+        let slots_due = applied >= self.snapshot_slot + self.config.snapshot_every_slots;
         let bytes_due = applied > self.snapshot_slot
             && wal_bytes.saturating_sub(self.wal_bytes_at_snapshot)
                 >= self.config.snapshot_every_bytes;
         if !slots_due && !bytes_due {
             return;
         }
-        let payload = self.kv.to_snapshot_bytes();
-        if let Err(e) = self.transfer.store(applied, payload) {
+        // A copy (reference counts and flat tables) is several times cheaper than serializing.
+        let started = Instant::now();
+        let state = self.kv.clone();
+        tracing::debug!(
+            slot = applied,
+            copy_us = started.elapsed().as_micros() as u64,
+            "taking a snapshot"
+        );
+        self.wal_bytes_at_snapshot = wal_bytes;
+        let serialize = move || state.to_snapshot_bytes();
+        match self.transfer.store_in_background(
+            applied,
+            serialize,
+            self.snapshot_written_tx.clone(),
+        ) {
+            Ok(()) => self.snapshot_writing = Some(applied),
+            Err(e) => tracing::warn!(error = %e, "no thread to write a snapshot; will retry later"),
+        }
+    }
+
+    /// A snapshot of ours is durable (or failed): only now may the core drop log entries below it
+    /// and the WAL drop the segments it covers.
+    fn on_snapshot_written(&mut self, written: SnapshotWritten) {
+        self.snapshot_writing = None;
+        let SnapshotWritten {
+            slot,
+            payload,
+            result,
+        } = written;
+        if let Err(e) = result {
             tracing::warn!(error = %e, "snapshot not written; will retry later");
             return;
         }
-        self.snapshot_slot = applied;
-        self.wal_bytes_at_snapshot = wal_bytes;
+        if slot <= self.snapshot_slot {
+            // A peer's newer snapshot was installed meanwhile.
+            return;
+        }
+        self.snapshot_slot = slot;
+        self.transfer.stored(slot, payload);
         self.peers.metrics().transfer("snapshot_taken");
-        self.replica.snapshot_taken(applied);
-        self.wal.compact(applied);
+        self.replica.snapshot_taken(slot);
+        self.wal.compact(slot);
     }
 
     fn install_snapshot(&mut self, meta: crate::snapshot::SnapshotMeta, payload: Vec<u8>) {

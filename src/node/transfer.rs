@@ -6,6 +6,10 @@
 //! tick sends the next few chunks, cycling through the snapshot; a receiver keeps what it got and
 //! fills the gaps on the next pass. A peer that stopped asking (it installed the snapshot) is
 //! dropped after [`TRANSFER_IDLE_TICKS`].
+//!
+//! The node's own snapshots are written on a short-lived thread ([`SnapshotTransfer::store_in_background`]):
+//! with the at-most-once table they run to megabytes, and serializing, writing and two fsyncs
+//! on the event loop stalled every client for tens of milliseconds.
 
 use crate::net::udp::PeerNet;
 use crate::net::wire::Wire;
@@ -14,6 +18,14 @@ use crate::snapshot::{self, SnapshotChunk, SnapshotError, SnapshotMeta, SNAPSHOT
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// A background snapshot write finished (see [`SnapshotTransfer::store_in_background`]).
+pub struct SnapshotWritten {
+    pub slot: u64,
+    pub payload: Vec<u8>,
+    pub result: Result<(), SnapshotError>,
+}
 
 /// Chunks sent to one peer per tick (about 1 MB: loopback and LAN sockets keep up).
 pub const CHUNKS_PER_TICK: usize = 16;
@@ -73,8 +85,38 @@ impl SnapshotTransfer {
     /// Stores a snapshot durably (own, or received from a peer) and makes it the one we send.
     pub fn store(&mut self, slot: u64, payload: Vec<u8>) -> Result<(), SnapshotError> {
         snapshot::store(&self.dir, self.cluster_id, slot, &payload)?;
-        self.latest = Some((slot, snapshot::chunks(slot, &Bytes::from(payload))));
+        self.stored(slot, payload);
         Ok(())
+    }
+
+    /// Writes a snapshot durably on a thread of its own (megabytes and two fsyncs must not stall
+    /// the event loop) and reports to `done`; the caller then hands it back to [`Self::stored`].
+    /// An error means no thread could be started and nothing will be reported.
+    /// `serialize` runs on that thread too, so the caller only pays for a copy of its state.
+    pub fn store_in_background(
+        &self,
+        slot: u64,
+        serialize: impl FnOnce() -> Vec<u8> + Send + 'static,
+        done: UnboundedSender<SnapshotWritten>,
+    ) -> std::io::Result<()> {
+        let (dir, cluster_id) = (self.dir.clone(), self.cluster_id);
+        let spawned = std::thread::Builder::new()
+            .name("consens-snapshot".to_string())
+            .spawn(move || {
+                let payload = serialize();
+                let result = snapshot::store(&dir, cluster_id, slot, &payload);
+                let _ = done.send(SnapshotWritten {
+                    slot,
+                    payload,
+                    result,
+                });
+            });
+        spawned.map(|_| ())
+    }
+
+    /// A snapshot of ours is durable: make it the one we send.
+    pub fn stored(&mut self, slot: u64, payload: Vec<u8>) {
+        self.latest = Some((slot, snapshot::chunks(slot, &Bytes::from(payload))));
     }
 
     /// `peer` needs our snapshot (its core asked for compacted slots).
