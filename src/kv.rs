@@ -51,6 +51,35 @@ pub struct KvState {
     dedup_set: HashSet<CommandId>,
 }
 
+/// What a snapshot holds, copied out of a [`KvState`] (see [`KvState::snapshot_copy`]).
+pub struct SnapshotCopy {
+    applied: Slot,
+    entries: BTreeMap<Bytes, Entry>,
+    dedup_order: VecDeque<CommandId>,
+}
+
+impl SnapshotCopy {
+    /// The same bytes [`KvState::to_snapshot_bytes`] gave for the state it was copied from.
+    pub fn to_snapshot_bytes(&self) -> Vec<u8> {
+        encode_snapshot(self.applied, &self.entries, &self.dedup_order)
+    }
+}
+
+fn encode_snapshot(
+    applied: Slot,
+    entries: &BTreeMap<Bytes, Entry>,
+    dedup: &VecDeque<CommandId>,
+) -> Vec<u8> {
+    let snapshot = SnapshotRef {
+        version: SNAPSHOT_FORMAT_VERSION,
+        applied,
+        entries,
+        dedup,
+    };
+    // Encoding into a Vec only fails on types serde cannot express; ours are plain data.
+    postcard::to_stdvec(&snapshot).expect("a KvState always encodes")
+}
+
 /// The snapshot layout, borrowed for encoding. Field order is the byte order.
 #[derive(Serialize)]
 struct SnapshotRef<'a> {
@@ -166,14 +195,18 @@ impl KvState {
     /// The whole state as bytes: postcard of (format version, applied, entries in key order,
     /// dedup ids oldest first). Equal states give equal bytes.
     pub fn to_snapshot_bytes(&self) -> Vec<u8> {
-        let snapshot = SnapshotRef {
-            version: SNAPSHOT_FORMAT_VERSION,
+        encode_snapshot(self.applied, &self.entries, &self.dedup_order)
+    }
+
+    /// A copy of exactly what [`KvState::to_snapshot_bytes`] encodes, to encode elsewhere: the
+    /// keys (reference-counted bytes) and the flat id queue, not the id hash set, which is the
+    /// largest and slowest part to copy and is rebuilt from the queue on load.
+    pub fn snapshot_copy(&self) -> SnapshotCopy {
+        SnapshotCopy {
             applied: self.applied,
-            entries: &self.entries,
-            dedup: &self.dedup_order,
-        };
-        // Encoding into a Vec only fails on types serde cannot express; ours are plain data.
-        postcard::to_stdvec(&snapshot).expect("a KvState always encodes")
+            entries: self.entries.clone(),
+            dedup_order: self.dedup_order.clone(),
+        }
     }
 
     /// Rebuilds a state from [`KvState::to_snapshot_bytes`]. Never panics: garbage gives an error.
@@ -285,6 +318,24 @@ mod tests {
         assert_eq!(kv.apply(5, &del(4, "a")), Some((id(4), Outcome::NotFound)));
         assert!(kv.get(b"a").is_none());
         assert_eq!(kv.applied(), 5);
+    }
+
+    #[test]
+    fn a_snapshot_copy_encodes_like_the_state_and_stays_put() {
+        let mut kv = KvState::new();
+        kv.apply(1, &put(1, "a", "x", None));
+        kv.apply(2, &put(2, "b", "y", None));
+        kv.apply(3, &del(3, "a"));
+        let copy = kv.snapshot_copy();
+        let bytes = kv.to_snapshot_bytes();
+        assert_eq!(copy.to_snapshot_bytes(), bytes);
+        // Later applies do not leak into the copy.
+        kv.apply(4, &put(4, "c", "z", None));
+        assert_eq!(copy.to_snapshot_bytes(), bytes);
+        assert_ne!(kv.to_snapshot_bytes(), bytes);
+        let back = KvState::from_snapshot_bytes(&copy.to_snapshot_bytes()).expect("decodes");
+        assert_eq!(back.applied(), 3);
+        assert!(back.get(b"b").is_some() && back.get(b"a").is_none());
     }
 
     #[test]

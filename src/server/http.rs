@@ -42,6 +42,7 @@ use crate::server::{
     validate_key, Consistency, KeyError, NodeStatus, Store, StoreError, KEY_RESERVED_PREFIX,
     VALUE_BYTES_MAX,
 };
+use axum::serve::ListenerExt;
 
 /// How long a client should wait before retrying after a 503, in seconds.
 const RETRY_AFTER_SECS: u64 = 1;
@@ -56,6 +57,12 @@ pub async fn serve_http<S: Store>(
     store: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    // TCP_NODELAY: a response must not wait for the client's delayed ACK of the previous one.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "HTTP: TCP_NODELAY not set");
+        }
+    });
     axum::serve(listener, router(store))
         .with_graceful_shutdown(shutdown)
         .await

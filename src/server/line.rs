@@ -108,6 +108,11 @@ pub async fn serve_line<S: Store>(
                 continue;
             }
         };
+        // Replies are small and often follow one another while the previous is unacknowledged:
+        // Nagle's algorithm would hold them for the client's delayed ACK.
+        if let Err(error) = socket.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "line protocol: TCP_NODELAY not set");
+        }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             // A fresh socket's send buffer is empty, so this short write completes at once.
             let _ = socket.try_write(b"ERR too many connections\n");
