@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::paxos::idhash::IdHashBuilder;
 use crate::paxos::types::{CommandId, Entry, Op, Outcome, Revision, Slot, Value};
 
 /// How many recently applied command ids the dedup record keeps (the oldest is forgotten first).
@@ -48,7 +49,7 @@ pub struct KvState {
     /// Applied command ids, oldest first: decides which id is forgotten when the record is full.
     dedup_order: VecDeque<CommandId>,
     /// The same ids as `dedup_order`, for constant-time "was this applied?" checks.
-    dedup_set: HashSet<CommandId>,
+    dedup_set: HashSet<CommandId, IdHashBuilder>,
 }
 
 /// What a snapshot holds, copied out of a [`KvState`] (see [`KvState::snapshot_copy`]).
@@ -252,7 +253,7 @@ impl KvState {
                 snapshot.dedup.len()
             )));
         }
-        let dedup_set: HashSet<CommandId> = snapshot.dedup.iter().copied().collect();
+        let dedup_set: HashSet<CommandId, IdHashBuilder> = snapshot.dedup.iter().copied().collect();
         if dedup_set.len() != snapshot.dedup.len() {
             return Err(KvError::Invalid("duplicate dedup ids".into()));
         }

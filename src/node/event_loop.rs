@@ -16,6 +16,7 @@ use crate::net::wire::Wire;
 use crate::node::handle::Request;
 use crate::node::transfer::{SnapshotTransfer, SnapshotWritten};
 use crate::node::wal_writer::{WalEvent, WalWriter};
+use crate::paxos::idhash::IdHashBuilder;
 use crate::paxos::types::{Command, CommandId, Entry, NodeId, Outcome, Slot, Value};
 use crate::paxos::{ProposeError, ReadId, Ready, Replica};
 use crate::server::{Consistency, NodeStatus, StoreError};
@@ -84,7 +85,7 @@ pub struct NodeLoop {
     status_tx: watch::Sender<NodeStatus>,
     healthy: Arc<AtomicBool>,
     waiting_writes: VecDeque<WaitingWrite>,
-    pending_writes: HashMap<CommandId, PendingWrite>,
+    pending_writes: HashMap<CommandId, PendingWrite, IdHashBuilder>,
     pending_reads: HashMap<ReadId, PendingRead>,
     /// Low bits of the next command id's `seq` (the boot counter fills the high bits).
     next_command: u64,
@@ -138,7 +139,7 @@ impl NodeLoop {
             status_tx: parts.status_tx,
             healthy: parts.healthy,
             waiting_writes: VecDeque::new(),
-            pending_writes: HashMap::new(),
+            pending_writes: HashMap::default(),
             pending_reads: HashMap::new(),
             next_command: 0,
             next_read: 1,

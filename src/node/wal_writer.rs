@@ -273,3 +273,92 @@ pub fn fatal_wal_error(error: impl std::fmt::Display) -> ! {
     );
     std::process::exit(70)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paxos::types::{Ballot, NodeId};
+    use crate::wal::{FaultInjector, WalIdentity, WalOptions};
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+    fn options() -> WalOptions {
+        WalOptions::new(WalIdentity {
+            cluster_id: 7,
+            node_id: 0,
+        })
+        .segment_bytes(crate::wal::segment::SEGMENT_BYTES_MIN)
+    }
+
+    fn promise(round: u64) -> Record {
+        Record::Promised {
+            ballot: Ballot {
+                round,
+                node: NodeId(0),
+            },
+        }
+    }
+
+    /// Waits (bounded) for the next event.
+    fn next(events: &mut UnboundedReceiver<WalEvent>) -> WalEvent {
+        for _ in 0..2_000 {
+            if let Ok(event) = events.try_recv() {
+                return event;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("no WAL event within 2 s");
+    }
+
+    /// Waits until the reported durable index reaches `upto`, returning the other events seen.
+    fn durable_upto(events: &mut UnboundedReceiver<WalEvent>, upto: PersistIndex) -> Vec<WalEvent> {
+        let mut others = Vec::new();
+        loop {
+            match next(events) {
+                WalEvent::Durable(n) if n >= upto => return others,
+                WalEvent::Durable(_) => {}
+                other => others.push(other),
+            }
+        }
+    }
+
+    #[test]
+    fn records_become_durable_in_order_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (durable, _) = Durable::open(dir.path(), options()).expect("open");
+        let (tx, mut events) = unbounded_channel();
+        let mut writer =
+            WalWriter::start(durable, Arc::new(Metrics::new()), tx).expect("thread starts");
+        for round in 1..=300u64 {
+            writer.persist(vec![promise(round)]);
+        }
+        assert!(durable_upto(&mut events, 300).is_empty());
+        assert!(writer.bytes_appended() > 0);
+        writer.close();
+        let (_, recovered) = Durable::open(dir.path(), options()).expect("reopen");
+        assert_eq!(recovered.promised.round, 300);
+    }
+
+    #[test]
+    fn a_full_disk_is_reported_once_and_the_backlog_lands_when_space_returns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fault = Arc::new(FaultInjector::default());
+        let (durable, _) =
+            Durable::open(dir.path(), options().fault_injector(fault.clone())).expect("open");
+        let (tx, mut events) = unbounded_channel();
+        let mut writer =
+            WalWriter::start(durable, Arc::new(Metrics::new()), tx).expect("thread starts");
+        // Enough failed preallocations to take a few back-off rounds.
+        fault.fail_next_preallocations(4);
+        for round in 1..=500u64 {
+            writer.persist(vec![promise(round)]);
+        }
+        let others = durable_upto(&mut events, 500);
+        assert!(
+            matches!(&others[..], [WalEvent::DiskFull(reason), WalEvent::DiskOk] if reason.contains("No space")),
+            "{others:?}"
+        );
+        writer.close();
+        let (_, recovered) = Durable::open(dir.path(), options()).expect("reopen");
+        assert_eq!(recovered.promised.round, 500);
+    }
+}

@@ -1,4 +1,5 @@
-//! A fast hasher for command ids in the leader's duplicate filter. `CommandId`s are (node, seq)
+//! A fast hasher for command ids: the leader's duplicate filter, the state machine's
+//! at-most-once table and the node's table of writes waiting for their outcome. `CommandId`s are (node, seq)
 //! pairs chosen by our own nodes, not by clients, so a multiply-rotate hash is enough and spares
 //! SipHash's cost on every proposed command; it is also deterministic, which the simulator likes.
 

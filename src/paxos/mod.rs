@@ -51,7 +51,7 @@
 
 mod acceptor;
 pub mod config;
-mod idhash;
+pub(crate) mod idhash;
 mod join;
 mod leader;
 mod learner;

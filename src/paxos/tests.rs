@@ -358,6 +358,49 @@ fn join_needs_answers_that_cover_every_quorum_it_may_have_voted_in() {
 }
 
 #[test]
+fn a_follower_that_has_not_answered_gets_what_was_held_back_in_one_batch() {
+    let mut c = Cluster::new(3);
+    c.ticks(100);
+    let leader = c.leader().expect("leader");
+    let follower = NodeId(((leader + 1) % 3) as u16);
+    // Accept batches to `follower` in one Ready: (ballot, slots) each.
+    let batches = |ready: &Ready| -> Vec<(crate::paxos::types::Ballot, Vec<Slot>)> {
+        ready
+            .messages
+            .iter()
+            .filter_map(|(to, m)| match m {
+                Message::Accept {
+                    ballot, entries, ..
+                } if *to == follower => Some((*ballot, entries.iter().map(|(s, _)| *s).collect())),
+                _ => None,
+            })
+            .collect()
+    };
+    let l = &mut c.nodes[leader];
+    let mut sent = Vec::new();
+    for seq in 0..10 {
+        l.propose(put(leader as u16, seq, "k")).expect("proposed");
+        let ready = l.take_ready();
+        l.durable(ready.persist_upto);
+        sent.extend(batches(&ready));
+    }
+    let in_flight_max = Config::new(follower, 3).accept_batches_in_flight_max;
+    assert_eq!(
+        sent.len(),
+        in_flight_max,
+        "unanswered: only {in_flight_max} batches go out"
+    );
+    assert!(sent.iter().all(|(_, slots)| slots.len() == 1));
+    // The follower answers its first batch: the eight commands held back leave as one batch.
+    let (ballot, slots) = sent[0].clone();
+    l.receive(follower, Message::Accepted { ballot, slots });
+    let ready = l.take_ready();
+    let released = batches(&ready);
+    assert_eq!(released.len(), 1, "{released:?}");
+    assert_eq!(released[0].1.len(), 10 - in_flight_max);
+}
+
+#[test]
 fn a_joining_node_does_not_vote() {
     let mut c = Cluster::new(3);
     c.restart(0, true);
