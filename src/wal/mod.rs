@@ -443,6 +443,7 @@ impl Wal {
     fn rotate(&mut self) -> Result<(), WalError> {
         // Sync first: a torn tail can then only ever be in the last segment (§8, §9 row 4).
         self.sync()?;
+        let started = std::time::Instant::now();
         let created = segment::create(
             &self.dir,
             SegmentHeader {
@@ -465,7 +466,11 @@ impl Wal {
         };
         let new = ActiveSegment::open(&path, self.next_lsn)?;
         let old = std::mem::replace(&mut self.active, new);
-        tracing::debug!(file = %path.display(), "rotated to a new segment");
+        tracing::debug!(
+            file = %path.display(),
+            create_us = started.elapsed().as_micros() as u64,
+            "rotated to a new segment"
+        );
         self.closed.push(ClosedSegment {
             path: old.path,
             first_lsn: old.first_lsn,
