@@ -9,11 +9,12 @@
 //! A broken invariant of the caller (applying a slot out of order) is a programmer error and
 //! panics; garbage snapshot bytes are an operating error and return [`KvError`].
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::id_queue::IdQueue;
 use crate::paxos::idhash::IdHashBuilder;
 use crate::paxos::types::{CommandId, Entry, Op, Outcome, Revision, Slot, Value};
 
@@ -47,7 +48,7 @@ pub struct KvState {
     /// Keys in byte order, so snapshots and scans are deterministic.
     entries: BTreeMap<Bytes, Entry>,
     /// Applied command ids, oldest first: decides which id is forgotten when the record is full.
-    dedup_order: VecDeque<CommandId>,
+    dedup_order: IdQueue,
     /// The same ids as `dedup_order`, for constant-time "was this applied?" checks.
     dedup_set: HashSet<CommandId, IdHashBuilder>,
 }
@@ -56,7 +57,7 @@ pub struct KvState {
 pub struct SnapshotCopy {
     applied: Slot,
     entries: BTreeMap<Bytes, Entry>,
-    dedup_order: VecDeque<CommandId>,
+    dedup_order: IdQueue,
 }
 
 impl SnapshotCopy {
@@ -66,11 +67,7 @@ impl SnapshotCopy {
     }
 }
 
-fn encode_snapshot(
-    applied: Slot,
-    entries: &BTreeMap<Bytes, Entry>,
-    dedup: &VecDeque<CommandId>,
-) -> Vec<u8> {
+fn encode_snapshot(applied: Slot, entries: &BTreeMap<Bytes, Entry>, dedup: &IdQueue) -> Vec<u8> {
     let snapshot = SnapshotRef {
         version: SNAPSHOT_FORMAT_VERSION,
         applied,
@@ -87,7 +84,7 @@ struct SnapshotRef<'a> {
     version: u8,
     applied: Slot,
     entries: &'a BTreeMap<Bytes, Entry>,
-    dedup: &'a VecDeque<CommandId>,
+    dedup: &'a IdQueue,
 }
 
 /// The snapshot layout, owned for decoding. Entries decode as a sequence (same bytes as the map)
@@ -200,8 +197,8 @@ impl KvState {
     }
 
     /// A copy of exactly what [`KvState::to_snapshot_bytes`] encodes, to encode elsewhere: the
-    /// keys (reference-counted bytes) and the flat id queue, not the id hash set, which is the
-    /// largest and slowest part to copy and is rebuilt from the queue on load.
+    /// keys (reference-counted bytes) and the id queue (shared chunks, see [`IdQueue`]), not the
+    /// id hash set, which is rebuilt from the queue on load.
     pub fn snapshot_copy(&self) -> SnapshotCopy {
         SnapshotCopy {
             applied: self.applied,
@@ -260,7 +257,7 @@ impl KvState {
         Ok(KvState {
             applied: snapshot.applied,
             entries,
-            dedup_order: snapshot.dedup.into(),
+            dedup_order: IdQueue::from(snapshot.dedup),
             dedup_set,
         })
     }

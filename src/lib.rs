@@ -3,10 +3,12 @@
 //! # Layout
 //! - [`paxos`]: the pure consensus core (no IO) and the vocabulary it shares with the rest.
 //! - [`wal`]: the checksummed, memory-mapped write-ahead log (spec: `wal-format.md`).
-//! - [`kv`]: the deterministic key-value state machine that decided commands are applied to.
+//! - [`kv`]: the deterministic key-value state machine that decided commands are applied to;
+//!   [`id_queue`] holds its record of applied command ids, cheap to copy for snapshots.
 //! - [`net`]: the datagram envelope (`codec`), what travels in it (`wire`), the UDP transport.
-//! - [`node`]: the daemon: owns the core, the WAL, the sockets and the timers; runs effects in
-//!   order (persist → send → sync → apply → reply).
+//! - [`node`]: the daemon: owns the core, the WAL (synced on a thread of its own), the sockets
+//!   and the timers; runs the core's effects in the safe order (votes leave only once the WAL
+//!   thread reports them durable).
 //! - [`server`]: HTTP and line-protocol front ends; they talk to the node through a `Store`.
 //! - [`metrics`]: Prometheus metrics served on `/_metrics`.
 //! - [`snapshot`]: state-machine snapshots on disk and in chunks on the wire.
@@ -20,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod fs_durable;
+pub mod id_queue;
 pub mod kv;
 pub mod metrics;
 pub mod net;
