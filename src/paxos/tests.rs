@@ -453,4 +453,13 @@ fn a_command_is_decided_without_waiting_for_any_timer() {
         2,
         "a forwarded command too"
     );
+    // The leader's commit notice reaches every follower within the same drain: the follower
+    // whose client waits applies its own command without a heartbeat.
+    for i in 0..3 {
+        assert_eq!(
+            commands(&c.applied[i]),
+            commands(&c.applied[leader]),
+            "node {i} applied both without a timer"
+        );
+    }
 }
