@@ -29,6 +29,12 @@ pub const SNAPSHOT_EVERY_BYTES_DEFAULT: u64 = 256 << 20;
 pub const CATCH_UP_RETAIN_SLOTS_DEFAULT: u64 = 10_000;
 /// Idle line-protocol connections are closed after this long.
 pub const IDLE_TIMEOUT_SECS_DEFAULT: u64 = 300;
+/// Async worker threads of a node. One: the Paxos event loop is single-threaded anyway, and on
+/// the benchmark machine (3 nodes on 2 cores) a second worker only adds cross-thread wake-ups,
+/// 60–150 µs per write (docs/benchmarks.md). The WAL and snapshots have threads of their own.
+pub const WORKER_THREADS_DEFAULT: u16 = 1;
+/// More async worker threads than this are refused (a typo guard, not a tuning limit).
+pub const WORKER_THREADS_MAX: i64 = 256;
 
 /// Flags of `consens serve`. Every flag has an environment variable too.
 #[derive(Debug, Clone, Args)]
@@ -82,6 +88,11 @@ pub struct ServeArgs {
     /// At most this many line-protocol connections at once.
     #[arg(long, env = "CONNECTIONS_MAX", default_value_t = crate::server::line::CONNECTIONS_MAX)]
     pub connections_max: usize,
+    /// Async worker threads (client connections, peer datagrams and the event loop share them).
+    /// Raise it on a machine with cores to spare and many HTTP clients.
+    #[arg(long, env = "WORKER_THREADS", default_value_t = WORKER_THREADS_DEFAULT,
+          value_parser = clap::value_parser!(u16).range(1..=WORKER_THREADS_MAX))]
+    pub worker_threads: u16,
     /// A file holding the cluster's shared secret (raw bytes, at least 32; the same file on
     /// every member). Peers then authenticate every datagram with HMAC-SHA-256 and drop the
     /// rest. Without it, anyone who reaches the UDP port can forge Paxos messages.
@@ -124,6 +135,7 @@ pub struct ServeConfig {
     pub catch_up_retain_slots: u64,
     pub idle_timeout: Duration,
     pub connections_max: usize,
+    pub worker_threads: usize,
     /// The shared secret that tags and verifies every peer datagram; `None`: unauthenticated.
     pub cluster_key: Option<ClusterKey>,
 }
@@ -190,6 +202,7 @@ impl ServeConfig {
             catch_up_retain_slots: args.catch_up_retain_slots,
             idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
             connections_max: args.connections_max.max(1),
+            worker_threads: usize::from(args.worker_threads),
             cluster_key,
         })
     }
@@ -286,6 +299,16 @@ mod tests {
         assert_eq!(c.peer_bind_addr, "127.0.0.1:3000".parse().expect("addr"));
         assert_eq!(c.members.len(), 1);
         assert_eq!(c.data_dir, PathBuf::from("consens-data/3000"));
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_and_are_bounded() {
+        assert_eq!(parse(&[]).worker_threads, 1);
+        assert_eq!(parse(&["--worker-threads", "4"]).worker_threads, 4);
+        for bad in ["0", "257", "-1", "many"] {
+            let parsed = Wrapper::try_parse_from(["serve", "--worker-threads", bad]);
+            assert!(parsed.is_err(), "--worker-threads {bad} was accepted");
+        }
     }
 
     #[test]
