@@ -285,6 +285,12 @@ impl ActiveSegment {
         // and the directory lock keeps other consens processes away.
         let map = unsafe { MmapOptions::new().map_mut(&file) }
             .map_err(io(format!("map {}", path.display())))?;
+        // No readahead on faults: it brings the file in as large folios, and msync writes a
+        // dirty folio back whole, so every small group commit then wrote up to megabytes (the
+        // sync went from 0.2 to 1+ ms after a burst of 4 KiB writes). Only a hint: ignore errors.
+        if let Err(e) = map.advise(memmap2::Advice::Random) {
+            tracing::debug!(error = %e, file = %path.display(), "madvise(MADV_RANDOM) failed");
+        }
         Ok(ActiveSegment {
             path: path.to_path_buf(),
             first_lsn,
