@@ -9,7 +9,8 @@
 //!   (checkpoints) are not counted.
 //! - **Disk full.** When an append fails for lack of space, the record and every later one wait in
 //!   a bounded backlog, in order, and nothing past the last appended record is ever reported
-//!   durable; the node answers "unavailable" until a retry succeeds.
+//!   durable; the WAL writer (`wal_writer.rs`) retries, and the node answers "unavailable" until
+//!   a retry succeeds.
 //! - **Compaction.** After a state-machine snapshot covers slot S, the adapter re-appends a
 //!   checkpoint of everything recovery still needs (the latest promise, the voter mark, the decided
 //!   prefix, accepted and chosen values above S), syncs it, and only then drops the older segments.
@@ -70,8 +71,6 @@ pub struct Durable {
     synced: PersistIndex,
     /// Core records handed out but not yet appended because the disk was full.
     backlog: VecDeque<Record>,
-    /// The reason appends fail right now, if they do.
-    disk_full: Option<String>,
     /// Something was appended (core record or checkpoint) since the last sync.
     dirty: bool,
     /// Reused encode buffer.
@@ -116,7 +115,6 @@ impl Durable {
             appended: 0,
             synced: 0,
             backlog: VecDeque::new(),
-            disk_full: None,
             dirty: false,
             buf: Vec::with_capacity(1024),
             bytes_total: 0,
@@ -127,11 +125,6 @@ impl Durable {
     /// True while records wait for disk space.
     pub fn has_backlog(&self) -> bool {
         !self.backlog.is_empty()
-    }
-
-    /// Why this node cannot take requests right now (disk full), if so.
-    pub fn unavailable_reason(&self) -> Option<String> {
-        self.disk_full.as_ref().map(|r| format!("disk full: {r}"))
     }
 
     /// Appends `records` after any backlog. On a full disk the rest waits in the backlog.
@@ -155,15 +148,10 @@ impl Durable {
                 Err(e) if e.is_disk_full() => {
                     // Keep it first in line: records are appended in order or not at all.
                     self.backlog.push_front(record);
-                    let reason = e.to_string();
-                    self.disk_full = Some(reason.clone());
-                    return Err(PersistError::DiskFull(reason));
+                    return Err(PersistError::DiskFull(e.to_string()));
                 }
                 Err(e) => return Err(PersistError::Fatal(e)),
             }
-        }
-        if self.disk_full.take().is_some() {
-            tracing::info!("WAL appends work again; this node is available");
         }
         Ok(())
     }

@@ -95,8 +95,8 @@ pub struct NodeLoop {
     ticks: u64,
     /// Slot covered by the newest durable snapshot of our own.
     snapshot_slot: Slot,
-    /// The slot of the snapshot being written in the background, if one is.
-    snapshot_writing: Option<Slot>,
+    /// A snapshot of ours is being written in the background (one at a time).
+    snapshot_writing: bool,
     snapshot_written_tx: mpsc::UnboundedSender<SnapshotWritten>,
     snapshot_written: mpsc::UnboundedReceiver<SnapshotWritten>,
     /// The WAL's appended byte count when the newest snapshot was taken (a snapshot trigger).
@@ -146,7 +146,7 @@ impl NodeLoop {
             last_heard: vec![None; members],
             ticks: 0,
             snapshot_slot: parts.snapshot_slot,
-            snapshot_writing: None,
+            snapshot_writing: false,
             snapshot_written_tx,
             snapshot_written,
             wal_bytes_at_snapshot: 0,
@@ -468,7 +468,7 @@ impl NodeLoop {
     /// copied here (it must be the state at `applied`); serializing and writing it happen in the
     /// background, and [`Self::on_snapshot_written`] finishes the job.
     fn maybe_snapshot(&mut self) {
-        if self.snapshot_writing.is_some() {
+        if self.snapshot_writing {
             return;
         }
         let applied = self.kv.applied();
@@ -495,7 +495,7 @@ impl NodeLoop {
             serialize,
             self.snapshot_written_tx.clone(),
         ) {
-            Ok(()) => self.snapshot_writing = Some(applied),
+            Ok(()) => self.snapshot_writing = true,
             Err(e) => tracing::warn!(error = %e, "no thread to write a snapshot; will retry later"),
         }
     }
@@ -503,7 +503,7 @@ impl NodeLoop {
     /// A snapshot of ours is durable (or failed): only now may the core drop log entries below it
     /// and the WAL drop the segments it covers.
     fn on_snapshot_written(&mut self, written: SnapshotWritten) {
-        self.snapshot_writing = None;
+        self.snapshot_writing = false;
         let SnapshotWritten {
             slot,
             payload,
