@@ -1,30 +1,28 @@
 //! The deterministic key-value state machine that decided log slots are applied to.
 //!
-//! [`KvState`] owns the ordered map of keys, the last applied slot, and a bounded record of the
-//! command ids it has applied, so a command that was retried or forwarded and got decided in two
-//! slots changes the state only once. Everything here is a pure function of the decided sequence:
+//! [`KvState`] owns the ordered map of keys, the last applied slot, and the record of the
+//! command ids it has applied ([`AppliedIds`]), so a command that was retried or forwarded and
+//! got decided in two slots changes the state only once. Everything here is a pure function of the decided sequence:
 //! two nodes that apply the same slots hold equal states and produce identical snapshot bytes
 //! (GUIDE.md §1: "kv is deterministic"). There is no IO, clock or randomness.
 //!
 //! A broken invariant of the caller (applying a slot out of order) is a programmer error and
 //! panics; garbage snapshot bytes are an operating error and return [`KvError`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::id_queue::IdQueue;
-use crate::paxos::idhash::IdHashBuilder;
+use crate::applied_ids::{AppliedIds, WindowRecord};
 use crate::paxos::types::{CommandId, Entry, Op, Outcome, Revision, Slot, Value};
 
-/// How many recently applied command ids the dedup record keeps (the oldest is forgotten first).
-/// A retry older than this many commands could be applied twice; clients retry within seconds,
-/// and 2^20 ids cost a few tens of MiB (16 bytes each in the queue, plus the hash set).
-pub const DEDUP_IDS_MAX: usize = 1 << 20;
-
 /// The first byte of every snapshot, bumped whenever the snapshot layout changes.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+/// Version 2 stores applied ids as windows per origin and epoch; version 1 (a list of the last
+/// 2^20 ids) is still read.
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+/// The version 1 layout's bound on its list of applied ids.
+const V1_APPLIED_IDS_MAX: usize = 1 << 20;
 
 /// Why snapshot bytes could not be turned back into a [`KvState`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -47,32 +45,34 @@ pub struct KvState {
     applied: Slot,
     /// Keys in byte order, so snapshots and scans are deterministic.
     entries: BTreeMap<Bytes, Entry>,
-    /// Applied command ids, oldest first: decides which id is forgotten when the record is full.
-    dedup_order: IdQueue,
-    /// The same ids as `dedup_order`, for constant-time "was this applied?" checks.
-    dedup_set: HashSet<CommandId, IdHashBuilder>,
+    /// Which command ids were applied (the at-most-once rule).
+    applied_ids: AppliedIds,
 }
 
 /// What a snapshot holds, copied out of a [`KvState`] (see [`KvState::snapshot_copy`]).
 pub struct SnapshotCopy {
     applied: Slot,
     entries: BTreeMap<Bytes, Entry>,
-    dedup_order: IdQueue,
+    applied_ids: AppliedIds,
 }
 
 impl SnapshotCopy {
     /// The same bytes [`KvState::to_snapshot_bytes`] gave for the state it was copied from.
     pub fn to_snapshot_bytes(&self) -> Vec<u8> {
-        encode_snapshot(self.applied, &self.entries, &self.dedup_order)
+        encode_snapshot(self.applied, &self.entries, &self.applied_ids)
     }
 }
 
-fn encode_snapshot(applied: Slot, entries: &BTreeMap<Bytes, Entry>, dedup: &IdQueue) -> Vec<u8> {
+fn encode_snapshot(
+    applied: Slot,
+    entries: &BTreeMap<Bytes, Entry>,
+    applied_ids: &AppliedIds,
+) -> Vec<u8> {
     let snapshot = SnapshotRef {
         version: SNAPSHOT_FORMAT_VERSION,
         applied,
         entries,
-        dedup,
+        applied_ids: applied_ids.to_records(),
     };
     // Encoding into a Vec only fails on types serde cannot express; ours are plain data.
     postcard::to_stdvec(&snapshot).expect("a KvState always encodes")
@@ -84,7 +84,7 @@ struct SnapshotRef<'a> {
     version: u8,
     applied: Slot,
     entries: &'a BTreeMap<Bytes, Entry>,
-    dedup: &'a IdQueue,
+    applied_ids: Vec<WindowRecord>,
 }
 
 /// The snapshot layout, owned for decoding. Entries decode as a sequence (same bytes as the map)
@@ -94,7 +94,16 @@ struct SnapshotOwned {
     version: u8,
     applied: Slot,
     entries: Vec<(Bytes, Entry)>,
-    dedup: Vec<CommandId>,
+    applied_ids: Vec<WindowRecord>,
+}
+
+/// The version 1 layout: the same, with the last applied ids listed oldest first.
+#[derive(Deserialize)]
+struct SnapshotOwnedV1 {
+    version: u8,
+    applied: Slot,
+    entries: Vec<(Bytes, Entry)>,
+    applied_ids: Vec<CommandId>,
 }
 
 impl KvState {
@@ -125,7 +134,7 @@ impl KvState {
 
     /// Whether the command with this id was applied (and is still remembered).
     pub fn was_applied(&self, id: &CommandId) -> bool {
-        self.dedup_set.contains(id)
+        self.applied_ids.contains(id)
     }
 
     /// Applies the value decided in `slot`, which must be the slot right after the last applied.
@@ -144,13 +153,13 @@ impl KvState {
             self.applied
         );
         self.applied = slot;
+        self.applied_ids.on_slot(slot);
         let Value::Command(command) = value else {
             return None;
         };
-        if self.dedup_set.contains(&command.id) {
+        if !self.applied_ids.insert(command.id, slot) {
             return None;
         }
-        self.remember(command.id);
         let outcome = match &command.op {
             Op::Put { key, value, expect } => {
                 let current: Revision = self.entries.get(key).map_or(0, |e| e.revision);
@@ -178,89 +187,96 @@ impl KvState {
         Some((command.id, outcome))
     }
 
-    /// Records `id` as applied, forgetting the oldest id when the record is full.
-    fn remember(&mut self, id: CommandId) {
-        if self.dedup_order.len() == DEDUP_IDS_MAX {
-            if let Some(oldest) = self.dedup_order.pop_front() {
-                self.dedup_set.remove(&oldest);
-            }
-        }
-        self.dedup_order.push_back(id);
-        self.dedup_set.insert(id);
-        debug_assert_eq!(self.dedup_order.len(), self.dedup_set.len());
-    }
-
     /// The whole state as bytes: postcard of (format version, applied, entries in key order,
-    /// dedup ids oldest first). Equal states give equal bytes.
+    /// applied-id windows in key order). Equal states give equal bytes.
     pub fn to_snapshot_bytes(&self) -> Vec<u8> {
-        encode_snapshot(self.applied, &self.entries, &self.dedup_order)
+        encode_snapshot(self.applied, &self.entries, &self.applied_ids)
     }
 
     /// A copy of exactly what [`KvState::to_snapshot_bytes`] encodes, to encode elsewhere: the
-    /// keys (reference-counted bytes) and the id queue (shared chunks, see [`IdQueue`]), not the
-    /// id hash set, which is rebuilt from the queue on load.
+    /// keys (reference-counted bytes) and the applied-id windows (a few words each, 128 KiB at
+    /// most).
     pub fn snapshot_copy(&self) -> SnapshotCopy {
         SnapshotCopy {
             applied: self.applied,
             entries: self.entries.clone(),
-            dedup_order: self.dedup_order.clone(),
+            applied_ids: self.applied_ids.clone(),
         }
     }
 
-    /// Rebuilds a state from [`KvState::to_snapshot_bytes`]. Never panics: garbage gives an error.
+    /// Rebuilds a state from [`KvState::to_snapshot_bytes`] (this version or version 1). Never
+    /// panics: garbage gives an error.
     pub fn from_snapshot_bytes(bytes: &[u8]) -> Result<KvState, KvError> {
         match bytes.first() {
-            None => return Err(KvError::Malformed("empty snapshot".into())),
-            Some(&version) if version != SNAPSHOT_FORMAT_VERSION => {
-                return Err(KvError::UnsupportedVersion { version })
+            None => Err(KvError::Malformed("empty snapshot".into())),
+            Some(&SNAPSHOT_FORMAT_VERSION) => {
+                let snapshot: SnapshotOwned = decode_whole(bytes)?;
+                debug_assert_eq!(snapshot.version, SNAPSHOT_FORMAT_VERSION);
+                let entries = entries_checked(snapshot.entries, snapshot.applied)?;
+                let applied_ids = AppliedIds::from_records(snapshot.applied_ids, snapshot.applied)
+                    .map_err(KvError::Invalid)?;
+                Ok(KvState {
+                    applied: snapshot.applied,
+                    entries,
+                    applied_ids,
+                })
             }
-            Some(_) => {}
-        }
-        let (snapshot, rest): (SnapshotOwned, &[u8]) =
-            postcard::take_from_bytes(bytes).map_err(|e| KvError::Malformed(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(KvError::Malformed(format!(
-                "{} trailing bytes after the snapshot",
-                rest.len()
-            )));
-        }
-        debug_assert_eq!(snapshot.version, SNAPSHOT_FORMAT_VERSION);
-        let mut entries = BTreeMap::new();
-        let mut previous: Option<&Bytes> = None;
-        for (key, entry) in &snapshot.entries {
-            if previous.is_some_and(|p| p >= key) {
-                return Err(KvError::Invalid(
-                    "keys not in strictly ascending order".into(),
-                ));
+            Some(1) => {
+                let snapshot: SnapshotOwnedV1 = decode_whole(bytes)?;
+                debug_assert_eq!(snapshot.version, 1);
+                let entries = entries_checked(snapshot.entries, snapshot.applied)?;
+                if snapshot.applied_ids.len() > V1_APPLIED_IDS_MAX {
+                    return Err(KvError::Invalid(format!(
+                        "{} applied ids, more than {V1_APPLIED_IDS_MAX}",
+                        snapshot.applied_ids.len()
+                    )));
+                }
+                Ok(KvState {
+                    applied: snapshot.applied,
+                    entries,
+                    applied_ids: AppliedIds::from_ids(&snapshot.applied_ids, snapshot.applied),
+                })
             }
-            if entry.revision == 0 || entry.revision > snapshot.applied {
-                return Err(KvError::Invalid(format!(
-                    "revision {} outside 1..={}",
-                    entry.revision, snapshot.applied
-                )));
-            }
-            previous = Some(key);
+            Some(&version) => Err(KvError::UnsupportedVersion { version }),
         }
-        for (key, entry) in snapshot.entries {
-            entries.insert(key, entry);
-        }
-        if snapshot.dedup.len() > DEDUP_IDS_MAX {
-            return Err(KvError::Invalid(format!(
-                "{} dedup ids, more than {DEDUP_IDS_MAX}",
-                snapshot.dedup.len()
-            )));
-        }
-        let dedup_set: HashSet<CommandId, IdHashBuilder> = snapshot.dedup.iter().copied().collect();
-        if dedup_set.len() != snapshot.dedup.len() {
-            return Err(KvError::Invalid("duplicate dedup ids".into()));
-        }
-        Ok(KvState {
-            applied: snapshot.applied,
-            entries,
-            dedup_order: IdQueue::from(snapshot.dedup),
-            dedup_set,
-        })
     }
+}
+
+/// Decodes `bytes` as one `T` with nothing after it.
+fn decode_whole<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, KvError> {
+    let (value, rest): (T, &[u8]) =
+        postcard::take_from_bytes(bytes).map_err(|e| KvError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(KvError::Malformed(format!(
+            "{} trailing bytes after the snapshot",
+            rest.len()
+        )));
+    }
+    Ok(value)
+}
+
+/// The map of a snapshot's entries, which must be in strictly ascending key order with
+/// revisions in `1..=applied`.
+fn entries_checked(
+    entries: Vec<(Bytes, Entry)>,
+    applied: Slot,
+) -> Result<BTreeMap<Bytes, Entry>, KvError> {
+    let mut previous: Option<&Bytes> = None;
+    for (key, entry) in &entries {
+        if previous.is_some_and(|p| p >= key) {
+            return Err(KvError::Invalid(
+                "keys not in strictly ascending order".into(),
+            ));
+        }
+        if entry.revision == 0 || entry.revision > applied {
+            return Err(KvError::Invalid(format!(
+                "revision {} outside 1..={applied}",
+                entry.revision
+            )));
+        }
+        previous = Some(key);
+    }
+    Ok(entries.into_iter().collect())
 }
 
 #[cfg(test)]
@@ -414,7 +430,7 @@ mod tests {
                     revision: 5,
                 },
             )],
-            Vec::<CommandId>::new(),
+            Vec::<WindowRecord>::new(),
         ))
         .expect("encode");
         assert!(matches!(
@@ -424,17 +440,39 @@ mod tests {
     }
 
     #[test]
-    fn dedup_record_is_bounded_fifo() {
+    fn a_version_1_snapshot_is_still_read() {
+        let v1 = postcard::to_stdvec(&(
+            1u8,
+            3u64,
+            vec![(
+                Bytes::from_static(b"a"),
+                Entry {
+                    value: Bytes::from_static(b"x"),
+                    revision: 2,
+                },
+            )],
+            vec![id(7), id(9)],
+        ))
+        .expect("encode");
+        let mut kv = KvState::from_snapshot_bytes(&v1).expect("version 1 decodes");
+        assert_eq!(kv.applied(), 3);
+        assert_eq!(kv.get(b"a").map(|e| e.revision), Some(2));
+        assert!(kv.was_applied(&id(7)) && kv.was_applied(&id(9)));
+        assert!(!kv.was_applied(&id(8)));
+        // Its ids are still skipped as duplicates, and it is written back as the new version.
+        assert_eq!(kv.apply(4, &put(9, "b", "y", None)), None);
+        assert!(kv.apply(5, &put(8, "b", "y", None)).is_some());
+        assert_eq!(kv.to_snapshot_bytes()[0], SNAPSHOT_FORMAT_VERSION);
+    }
+
+    #[test]
+    fn the_applied_ids_of_a_busy_origin_stay_small() {
         let mut kv = KvState::new();
-        // Fill the record directly (applying 2^20 slots is slow at opt-level 1).
-        for seq in 0..DEDUP_IDS_MAX as u64 {
-            kv.remember(id(seq));
+        for seq in 0..20_000u64 {
+            assert!(kv.apply(seq + 1, &put(seq, "k", "v", None)).is_some());
         }
-        kv.remember(id(u64::MAX));
-        assert_eq!(kv.dedup_order.len(), DEDUP_IDS_MAX);
-        assert!(!kv.was_applied(&id(0)), "the oldest id is forgotten first");
-        assert!(kv.was_applied(&id(1)));
-        assert!(kv.was_applied(&id(u64::MAX)));
+        assert!(kv.applied_ids.words() <= 1);
+        assert!(kv.to_snapshot_bytes().len() < 100, "one key, one window");
     }
 
     /// A small alphabet of keys and ids so that updates, conflicts and duplicates actually happen.

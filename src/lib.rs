@@ -4,7 +4,7 @@
 //! - [`paxos`]: the pure consensus core (no IO) and the vocabulary it shares with the rest.
 //! - [`wal`]: the checksummed, memory-mapped write-ahead log (spec: `wal-format.md`).
 //! - [`kv`]: the deterministic key-value state machine that decided commands are applied to;
-//!   [`id_queue`] holds its record of applied command ids, cheap to copy for snapshots.
+//!   [`applied_ids`] is its at-most-once record: one window of applied counters per origin.
 //! - [`net`]: the datagram envelope (`codec`), what travels in it (`wire`), the UDP transport.
 //! - [`node`]: the daemon: owns the core, the WAL (synced on a thread of its own), the sockets
 //!   and the timers; runs the core's effects in the safe order (votes leave only once the WAL
@@ -17,12 +17,12 @@
 //! - [`bench`]: `consens bench`, the load tool (line protocol via [`client`], or HTTP).
 //! - [`config`], [`cli`]: flags, address resolution, subcommands.
 
+pub mod applied_ids;
 pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod fs_durable;
-pub mod id_queue;
 pub mod kv;
 pub mod metrics;
 pub mod net;

@@ -17,7 +17,7 @@ pub const MEMBERS_FILE_NAME: &str = "members";
 /// File holding the boot counter as decimal text.
 pub const BOOT_FILE_NAME: &str = "boot";
 /// Bits of `CommandId::seq` left for the per-boot counter; the boot counter fills the rest.
-pub const COMMAND_SEQ_COUNTER_BITS: u32 = 40;
+pub use crate::paxos::types::COMMAND_SEQ_COUNTER_BITS;
 
 /// Boot counters stay below this: they fill the bits of `CommandId::seq` above the per-boot counter.
 pub const BOOT_MAX: u64 = 1 << (64 - COMMAND_SEQ_COUNTER_BITS);

@@ -53,15 +53,33 @@ impl std::fmt::Display for Ballot {
     }
 }
 
+/// Bits of `CommandId::seq` that count the commands of one epoch of an origin; the epoch fills
+/// the bits above.
+pub const COMMAND_SEQ_COUNTER_BITS: u32 = 40;
+
 /// Identifies a client command cluster-wide so that a retried or forwarded command is applied at
-/// most once. The origin node makes `seq` unique across its own restarts (for instance by putting
-/// a durable boot counter in the high bits).
+/// most once. `seq` is `epoch << COMMAND_SEQ_COUNTER_BITS | counter`: the origin node picks a
+/// new epoch at every start (a durable boot counter) and hands out the counters of an epoch in
+/// order, which lets the state machine remember applied ids as one window per origin and epoch
+/// (`crate::applied_ids`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CommandId {
     /// The node that first received the command from a client.
     pub origin: NodeId,
     /// Unique per origin, across restarts.
     pub seq: u64,
+}
+
+impl CommandId {
+    /// The origin's epoch (boot) this command was handed out in.
+    pub fn epoch(&self) -> u64 {
+        self.seq >> COMMAND_SEQ_COUNTER_BITS
+    }
+
+    /// The command's place among those of its origin and epoch.
+    pub fn counter(&self) -> u64 {
+        self.seq & ((1 << COMMAND_SEQ_COUNTER_BITS) - 1)
+    }
 }
 
 /// What a client asked the key-value store to do.
