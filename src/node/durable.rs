@@ -197,13 +197,21 @@ impl Durable {
 
     /// A snapshot from a peer now covers slots `<= upto`.
     pub fn snapshot_installed(&mut self, upto: Slot) {
-        self.mirror.snapshot_installed(upto);
+        self.forget(upto);
+    }
+
+    /// Forgets the votes the snapshot covers; frees them off this thread (it syncs next).
+    fn forget(&mut self, upto: Slot) {
+        let trimmed = self.mirror.snapshot_installed(upto);
+        if !trimmed.is_empty() {
+            crate::node::memory::drop_in_background(trimmed);
+        }
     }
 
     /// Our own snapshot now durably covers slots `<= upto`: checkpoint and drop older segments.
     /// Returns the core's new durable persist index when the checkpoint's sync covered more.
     pub fn compact(&mut self, upto: Slot) -> Result<Option<PersistIndex>, PersistError> {
-        self.mirror.snapshot_installed(upto);
+        self.forget(upto);
         if self.has_backlog() {
             // The checkpoint must not overtake records still waiting for space.
             return Ok(None);

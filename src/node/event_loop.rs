@@ -520,7 +520,10 @@ impl NodeLoop {
         self.snapshot_slot = slot;
         self.transfer.stored(slot, payload);
         self.peers.metrics().transfer("snapshot_taken");
-        self.replica.snapshot_taken(slot);
+        let forgotten = self.replica.snapshot_taken(slot);
+        if !forgotten.is_empty() {
+            crate::node::memory::drop_in_background(forgotten);
+        }
         self.wal.compact(slot);
     }
 

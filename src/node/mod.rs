@@ -11,13 +11,15 @@
 //!    requests finish, sync the WAL and exit.
 //!
 //! Layout: `event_loop` (the single owner of core and kv), `wal_writer` (the thread that owns
-//! the WAL and runs group commit), `durable` (WAL adapter), `handle` (the servers' `Store`), `transfer` (snapshot files and shipping), `identity`
-//! (members and boot counter files), `status` (the `/_status` view).
+//! the WAL and runs group commit), `durable` (WAL adapter), `handle` (the servers' `Store`),
+//! `transfer` (snapshot files and shipping), `identity` (members and boot counter files),
+//! `status` (the `/_status` view), `memory` (memory work kept off the serving threads).
 
 pub mod durable;
 pub(crate) mod event_loop;
 pub(crate) mod handle;
 pub mod identity;
+pub mod memory;
 pub(crate) mod status;
 pub mod transfer;
 pub(crate) mod wal_writer;
@@ -103,7 +105,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
     });
     let (mut durable, mut recovered) = Durable::open(&wal_dir, wal_options)?;
     if snapshot_slot > 0 {
-        recovered.snapshot_installed(snapshot_slot);
+        // At start-up nothing waits: freeing inline is fine.
+        drop(recovered.snapshot_installed(snapshot_slot));
         durable.snapshot_installed(snapshot_slot);
     }
 

@@ -277,14 +277,19 @@ impl Replica {
     }
 
     /// The caller's snapshot covers every slot `<= upto` (which it has applied): values below it
-    /// may be dropped, keeping `log_retain_slots` for peers that are a little behind.
-    pub fn snapshot_taken(&mut self, upto: Slot) {
+    /// may be dropped, keeping `log_retain_slots` for peers that are a little behind. Returns the
+    /// decided values no longer kept, for the caller to free where it costs nothing (a snapshot
+    /// interval of commands takes milliseconds to free).
+    #[must_use = "dropping it frees every command it holds; drop it where that costs nothing"]
+    pub fn snapshot_taken(&mut self, upto: Slot) -> BTreeMap<Slot, Value> {
         assert!(upto <= self.applied, "snapshot beyond the applied slots");
         let start = upto.saturating_sub(self.config.log_retain_slots);
-        if start > self.log_start {
-            self.log_start = start;
-            self.log = self.log.split_off(&(start + 1));
+        if start <= self.log_start {
+            return BTreeMap::new();
         }
+        self.log_start = start;
+        let kept = self.log.split_off(&(start + 1));
+        std::mem::replace(&mut self.log, kept)
     }
 
     /// The caller installed a peer's snapshot covering every slot `<= upto`.

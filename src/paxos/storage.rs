@@ -90,14 +90,36 @@ impl Recovered {
         }
     }
 
-    /// The caller's snapshot now covers every slot `<= upto`.
-    pub fn snapshot_installed(&mut self, upto: Slot) {
+    /// The caller's snapshot now covers every slot `<= upto`. Returns the votes and chosen values
+    /// no longer kept, for the caller to free where it costs nothing (a snapshot interval of
+    /// commands takes milliseconds to free).
+    pub fn snapshot_installed(&mut self, upto: Slot) -> Trimmed {
         if upto <= self.snapshot {
-            return;
+            return Trimmed::default();
         }
         self.snapshot = upto;
         self.decided_upto = self.decided_upto.max(upto);
-        self.accepted = self.accepted.split_off(&(upto + 1));
-        self.chosen = self.chosen.split_off(&(upto + 1));
+        let accepted = self.accepted.split_off(&(upto + 1));
+        let chosen = self.chosen.split_off(&(upto + 1));
+        Trimmed {
+            accepted: std::mem::replace(&mut self.accepted, accepted),
+            chosen: std::mem::replace(&mut self.chosen, chosen),
+        }
+    }
+}
+
+/// What [`Recovered::snapshot_installed`] took out: the votes and chosen values of slots the
+/// snapshot covers.
+#[derive(Default)]
+#[must_use = "dropping it frees every command it holds; drop it where that costs nothing"]
+pub struct Trimmed {
+    pub accepted: BTreeMap<Slot, (Ballot, Value)>,
+    pub chosen: BTreeMap<Slot, Value>,
+}
+
+impl Trimmed {
+    /// Whether nothing was taken out.
+    pub fn is_empty(&self) -> bool {
+        self.accepted.is_empty() && self.chosen.is_empty()
     }
 }
