@@ -484,42 +484,78 @@ impl Wal {
     /// never the active segment; returns how many were removed. The caller must first append
     /// (and sync) a checkpoint of everything recovery still needs that is older than
     /// `keep_from` (latest promise, join mark, accepted values above the snapshot): see
-    /// `wal-format.md` §10.
+    /// `wal-format.md` §10. [`Wal::detach_before`] and [`DetachedSegments::remove`] are the
+    /// same in two steps, for callers that remove files on another thread.
     pub fn compact(&mut self, keep_from: Lsn) -> Result<usize, WalError> {
+        let detached = self.detach_before(keep_from)?;
+        let result = detached.remove();
+        if result.as_ref().is_err_and(WalError::is_fatal) {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    /// Takes the closed segments whose records all have LSN `< keep_from` out of the log,
+    /// oldest first, without touching the files: they are no longer read or counted, and
+    /// [`DetachedSegments::remove`] deletes them. Removing a 64 MiB segment takes 50–75 ms
+    /// (the kernel drops its cached pages), too long for the thread that runs group commit.
+    /// Files that are never removed (a crash first) are found again at the next start and
+    /// removed by a later compaction; replaying them is harmless (§10).
+    pub fn detach_before(&mut self, keep_from: Lsn) -> Result<DetachedSegments, WalError> {
         if self.poisoned {
             return Err(WalError::Poisoned);
         }
-        let mut removed = 0;
+        let mut count = 0;
         // A closed segment's records end where the next segment starts.
-        while self.closed.len() > removed {
+        while self.closed.len() > count {
             let next_first = self
                 .closed
-                .get(removed + 1)
+                .get(count + 1)
                 .map_or(self.active.first_lsn, |s| s.first_lsn);
             if next_first > keep_from {
                 break;
             }
-            let path = self.closed[removed].path.clone();
-            if let Err(source) = std::fs::remove_file(&path) {
-                // Keep the in-memory list in step with what was really removed.
-                self.closed.drain(..removed);
-                return Err(WalError::Io {
-                    context: format!("remove {}", path.display()),
-                    source,
-                });
-            }
-            removed += 1;
+            count += 1;
         }
-        self.closed.drain(..removed);
-        if removed > 0 {
-            if let Err(e) = segment::sync_dir(&self.dir) {
-                if e.is_fatal() {
-                    self.poisoned = true;
-                }
-                return Err(e);
-            }
-            tracing::info!(removed, keep_from, "compacted the WAL");
+        let paths = self.closed.drain(..count).map(|s| s.path).collect();
+        Ok(DetachedSegments {
+            dir: self.dir.clone(),
+            paths,
+            keep_from,
+        })
+    }
+}
+
+/// Segment files taken out of a [`Wal`] by [`Wal::detach_before`], still on disk.
+#[must_use = "the files stay on disk until removed"]
+pub struct DetachedSegments {
+    dir: PathBuf,
+    /// Oldest first.
+    paths: Vec<PathBuf>,
+    keep_from: Lsn,
+}
+
+impl DetachedSegments {
+    /// Whether there is nothing to remove.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// Deletes the files, oldest first, then syncs the directory; returns how many were
+    /// removed. A failed directory fsync is fatal like any failed sync (§8).
+    pub fn remove(self) -> Result<usize, WalError> {
+        if self.paths.is_empty() {
+            return Ok(0);
         }
+        for path in &self.paths {
+            std::fs::remove_file(path).map_err(|source| WalError::Io {
+                context: format!("remove {}", path.display()),
+                source,
+            })?;
+        }
+        segment::sync_dir(&self.dir)?;
+        let removed = self.paths.len();
+        tracing::info!(removed, keep_from = self.keep_from, "compacted the WAL");
         Ok(removed)
     }
 }
