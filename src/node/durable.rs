@@ -355,12 +355,13 @@ fn describe_value(value: &crate::paxos::types::Value) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::paxos::types::{Ballot, NodeId};
     use crate::wal::WalIdentity;
 
-    fn options() -> WalOptions {
+    /// Small segments, so that a few thousand records roll several (shared with `wal_writer`).
+    pub(crate) fn options() -> WalOptions {
         WalOptions::new(WalIdentity {
             cluster_id: 7,
             node_id: 0,

@@ -276,17 +276,10 @@ pub fn fatal_wal_error(error: impl std::fmt::Display) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::durable::tests::options;
     use crate::paxos::types::{Ballot, NodeId};
-    use crate::wal::{FaultInjector, WalIdentity, WalOptions};
+    use crate::wal::FaultInjector;
     use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-
-    fn options() -> WalOptions {
-        WalOptions::new(WalIdentity {
-            cluster_id: 7,
-            node_id: 0,
-        })
-        .segment_bytes(crate::wal::segment::SEGMENT_BYTES_MIN)
-    }
 
     fn promise(round: u64) -> Record {
         Record::Promised {

@@ -35,7 +35,10 @@ pub struct Config {
     /// A leader has at most this many accept batches unanswered per follower; proposals that
     /// arrive meanwhile wait and leave as one batch with the next answer (self-clocked
     /// batching: one datagram and one follower sync per round trip, not per command). A batch
-    /// unanswered for `retry_ticks` no longer counts (lost, or its member is down).
+    /// unanswered for `retry_ticks` no longer counts (lost, or its member is down). One beats
+    /// two on the benchmark machine: a follower syncs each batch that arrives during its
+    /// previous sync on its own anyway, so a second batch in flight mostly doubled the syncs
+    /// (docs/benchmarks.md, A/B of 2026-11-25).
     pub accept_batches_in_flight_max: usize,
     /// A leader queues at most this many commands beyond the window; more are refused.
     pub queue_commands_max: usize,
@@ -64,7 +67,7 @@ impl Config {
             command_expiry_ticks: 3_000,
             own_commands_max: 100_000,
             window_slots: 8_192,
-            accept_batches_in_flight_max: 2,
+            accept_batches_in_flight_max: 1,
             queue_commands_max: 200_000,
             message_bytes_max: MESSAGE_BYTES_MAX_DEFAULT,
             log_retain_slots: 10_000,
