@@ -124,6 +124,16 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
             addr: config.peer_bind_addr,
             source,
         })?;
+    match udp::enlarge_buffers(&peer_socket) {
+        Ok(granted) if granted < 2 * udp::PEER_SOCKET_BUFFER_BYTES => tracing::warn!(
+            granted,
+            wanted = udp::PEER_SOCKET_BUFFER_BYTES,
+            "the kernel granted the peer socket a smaller receive buffer than asked for: under \
+             load, datagrams may be dropped and retried; raise net.core.rmem_max"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not size the peer socket's buffers"),
+    }
     let peer_socket = Arc::new(peer_socket);
     let http_listener = listen("listen for HTTP on", config.http_addr).await?;
     let line_listener = listen("listen for the line protocol on", config.line_addr).await?;
