@@ -665,6 +665,35 @@ mod tests {
     }
 
     #[test]
+    fn detached_segments_never_removed_are_replayed_and_removed_later() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = Wal::open(dir.path(), opts()).expect("open");
+        for i in 0..1000u32 {
+            wal.append(1, &i.to_le_bytes()).expect("append");
+        }
+        wal.sync().expect("sync");
+        let before = wal.segment_count();
+        let detached = wal.detach_before(500).expect("detach");
+        assert!(!detached.is_empty());
+        let detached_count = detached.paths.len();
+        assert_eq!(wal.segment_count(), before - detached_count);
+        assert!(wal.first_lsn() > 1, "the open log no longer counts them");
+        // The process dies before the files are deleted.
+        drop(detached);
+        drop(wal);
+        let (mut wal, rec) = Wal::open(dir.path(), opts()).expect("reopen");
+        assert_eq!(rec.first_lsn, 1, "the leftover segments are found again");
+        assert_eq!(rec.records().count(), 1000);
+        assert_eq!(wal.segment_count(), before);
+        // A later compaction removes them for good.
+        assert!(wal.compact(500).expect("compact") >= detached_count);
+        drop(wal);
+        let (_, rec) = Wal::open(dir.path(), opts()).expect("reopen");
+        assert!(rec.first_lsn > 1 && rec.first_lsn <= 500);
+        assert_eq!(rec.next_lsn, 1001);
+    }
+
+    #[test]
     fn failed_sync_is_fatal_and_never_retried() {
         let dir = tempfile::tempdir().expect("tempdir");
         let fault = Arc::new(FaultInjector::default());
