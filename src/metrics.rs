@@ -203,9 +203,14 @@ impl Metrics {
 
     /// Counts one dropped datagram.
     pub fn dropped(&self, reason: &'static str) {
+        self.dropped_many(reason, 1);
+    }
+
+    /// Counts `count` more datagrams dropped for `reason`.
+    pub fn dropped_many(&self, reason: &'static str, count: u64) {
         self.datagrams_dropped
             .get_or_create(&DropLabels { reason })
-            .inc();
+            .inc_by(count);
     }
 
     /// Records one client request.

@@ -21,6 +21,65 @@ use tokio::sync::mpsc;
 /// Capacity of the queue from the receive task to the event loop; beyond it datagrams are dropped.
 pub const INBOUND_QUEUE_DATAGRAMS_MAX: usize = 8192;
 
+/// The kernel's cumulative count of datagrams dropped on one socket (the `drops` column of
+/// `/proc/net/udp` and `udp6`), found by the socket's inode. Linux only; elsewhere, or when
+/// procfs is missing, there is nothing to count.
+struct KernelDrops {
+    inode: u64,
+    seen: u64,
+}
+
+impl KernelDrops {
+    fn of(socket: &UdpSocket) -> Option<KernelDrops> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let link = std::fs::read_link(format!("/proc/self/fd/{}", socket.as_raw_fd())).ok()?;
+            let inode = link
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()?;
+            let mut drops = KernelDrops { inode, seen: 0 };
+            drops.seen = drops.read()?;
+            Some(drops)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = socket;
+            None
+        }
+    }
+
+    fn read(&self) -> Option<u64> {
+        ["/proc/net/udp", "/proc/net/udp6"].iter().find_map(|path| {
+            let table = std::fs::read_to_string(path).ok()?;
+            drops_of_inode(&table, self.inode)
+        })
+    }
+
+    /// Drops since the last call.
+    fn poll(&mut self) -> u64 {
+        let Some(now) = self.read() else { return 0 };
+        let new = now.saturating_sub(self.seen);
+        self.seen = now;
+        new
+    }
+}
+
+/// The `drops` column of the row of `/proc/net/udp`-format `table` whose inode is `inode`.
+fn drops_of_inode(table: &str, inode: u64) -> Option<u64> {
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let row_inode: u64 = fields.get(9)?.parse().ok()?;
+        if row_inode != inode {
+            return None;
+        }
+        fields.get(12)?.parse().ok()
+    })
+}
+
 /// Kernel receive and send buffer asked for on the peer socket. Batches travel as datagrams of
 /// up to 64 KiB, and Linux's default receive buffer (208 KiB, of which a 64 KiB datagram takes
 /// more than 64) held only two or three: under load the kernel dropped hundreds of datagrams a
@@ -109,13 +168,16 @@ pub const DROPPED_FOREIGN_CLUSTER: &str = "foreign_cluster";
 pub const DROPPED_BAD_MAC: &str = "bad_mac";
 pub const DROPPED_UNKNOWN_SENDER: &str = "unknown_sender";
 pub const DROPPED_QUEUE_FULL: &str = "queue_full";
-const DROP_REASONS: [&str; 6] = [
+/// Dropped by the kernel before we could read them: the socket's receive buffer was full.
+pub const DROPPED_KERNEL_BUFFER: &str = "kernel_receive_buffer";
+const DROP_REASONS: [&str; 7] = [
     DROPPED_OVERSIZED,
     DROPPED_MALFORMED,
     DROPPED_FOREIGN_CLUSTER,
     DROPPED_BAD_MAC,
     DROPPED_UNKNOWN_SENDER,
     DROPPED_QUEUE_FULL,
+    DROPPED_KERNEL_BUFFER,
 ];
 
 /// Datagram counts by name, for the status page.
@@ -153,6 +215,8 @@ pub struct PeerNet {
     metrics: Arc<Metrics>,
     /// Reused encode buffer.
     buf: Vec<u8>,
+    /// The kernel's count of datagrams it dropped for this socket, as last read.
+    kernel_drops: Option<KernelDrops>,
 }
 
 impl PeerNet {
@@ -163,6 +227,7 @@ impl PeerNet {
         members: Vec<SocketAddr>,
         metrics: Arc<Metrics>,
     ) -> PeerNet {
+        let kernel_drops = KernelDrops::of(&socket);
         PeerNet {
             socket,
             header,
@@ -170,6 +235,22 @@ impl PeerNet {
             members,
             metrics,
             buf: Vec::with_capacity(DATAGRAM_BYTES_MAX),
+            kernel_drops,
+        }
+    }
+
+    /// Adds the datagrams the kernel dropped since the last call (a full receive buffer) to the
+    /// drop counters. Reads `/proc/net/udp*`: call it about once a second, not per datagram.
+    pub fn count_kernel_drops(&mut self) {
+        if let Some(drops) = &mut self.kernel_drops {
+            let new = drops.poll();
+            if new > 0 {
+                tracing::debug!(
+                    new,
+                    "the kernel dropped peer datagrams: receive buffer full"
+                );
+                self.metrics.dropped_many(DROPPED_KERNEL_BUFFER, new);
+            }
         }
     }
 
@@ -262,6 +343,38 @@ pub async fn receive_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_drops_column_is_read_for_our_inode() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  101: 0100007F:5208 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17
+  102: 0100007F:5209 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4343 2 0000000000000000 0
+";
+        assert_eq!(drops_of_inode(table, 4242), Some(17));
+        assert_eq!(drops_of_inode(table, 4343), Some(0));
+        assert_eq!(drops_of_inode(table, 1), None);
+        assert_eq!(drops_of_inode("header only", 4242), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn datagrams_the_kernel_drops_are_counted() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        // The smallest receive buffer the kernel allows, so that it fills at once.
+        use std::os::fd::AsRawFd;
+        set_int_option(receiver.as_raw_fd(), libc::SO_RCVBUF, 1).expect("setsockopt");
+        let mut drops = KernelDrops::of(&receiver).expect("procfs shows the socket");
+        assert_eq!(drops.poll(), 0);
+        let sender = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let to = receiver.local_addr().expect("addr");
+        for _ in 0..50 {
+            sender.send_to(&[7u8; 1024], to).await.expect("send");
+        }
+        // Loopback delivers (or drops) during the send, nobody read: most of the 50 are gone.
+        let dropped = drops.poll();
+        assert!(dropped >= 40, "{dropped} counted");
+        assert_eq!(drops.poll(), 0, "counted once");
+    }
 
     #[cfg(target_os = "linux")]
     #[tokio::test]

@@ -36,6 +36,8 @@ pub const INPUT_BATCH_MAX: usize = 1024;
 pub const PEER_ALIVE_MS_MAX: u64 = 1_000;
 /// The status that handles read is refreshed every this many ticks.
 pub const STATUS_REFRESH_TICKS: u64 = 5;
+/// The kernel's count of datagrams it dropped on the peer socket is read every this many ticks.
+pub const KERNEL_DROPS_POLL_TICKS: u64 = 100;
 
 /// A client write not yet handed to the core: the node knows no leader or no quorum yet.
 struct WaitingWrite {
@@ -224,6 +226,9 @@ impl NodeLoop {
         }
         self.expire(Instant::now());
         self.propose_waiting();
+        if self.ticks % KERNEL_DROPS_POLL_TICKS == 0 {
+            self.peers.count_kernel_drops();
+        }
         if self.ticks % STATUS_REFRESH_TICKS == 0 {
             self.publish_status();
         }
