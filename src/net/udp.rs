@@ -6,6 +6,8 @@
 //! and that the datagram came from that member's address.
 //! Anything else is dropped and counted, never a crash. Sending never blocks the event loop: a
 //! datagram the kernel cannot take right now is dropped and the core's retransmit timers cover it.
+//! The socket gets large kernel buffers ([`enlarge_buffers`]); what the kernel still drops on
+//! receive is read back from procfs and counted too.
 
 use crate::metrics::{DropLabels, Metrics};
 use crate::net::auth::ClusterKey;
@@ -82,7 +84,7 @@ fn drops_of_inode(table: &str, inode: u64) -> Option<u64> {
 
 /// Kernel receive and send buffer asked for on the peer socket. Batches travel as datagrams of
 /// up to 64 KiB, and Linux's default receive buffer (208 KiB, of which a 64 KiB datagram takes
-/// more than 64) held only two or three: under load the kernel dropped hundreds of datagrams a
+/// more than 64 KiB) held only two or three: under load the kernel dropped hundreds of datagrams a
 /// second, and each lost forward cost its clients a 200 ms retry.
 pub const PEER_SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
