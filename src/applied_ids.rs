@@ -222,12 +222,14 @@ impl AppliedIds {
     }
 
     /// How many windows are kept.
-    pub fn windows(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn windows(&self) -> usize {
         self.windows.len()
     }
 
     /// Bitmap words held, over all windows (memory is eight bytes each).
-    pub fn words(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn words(&self) -> usize {
         self.windows.values().map(|w| w.words.len()).sum()
     }
 

@@ -2,9 +2,10 @@
 //!
 //! [`KvState`] owns the ordered map of keys, the last applied slot, and the record of the
 //! command ids it has applied ([`AppliedIds`]), so a command that was retried or forwarded and
-//! got decided in two slots changes the state only once. Everything here is a pure function of the decided sequence:
-//! two nodes that apply the same slots hold equal states and produce identical snapshot bytes
-//! (GUIDE.md §1: "kv is deterministic"). There is no IO, clock or randomness.
+//! got decided in two slots changes the state only once. Everything here is a pure function of
+//! the decided sequence: two nodes that apply the same slots hold equal states and produce
+//! identical snapshot bytes (GUIDE.md §1: "kv is deterministic"). There is no IO, clock or
+//! randomness.
 //!
 //! A broken invariant of the caller (applying a slot out of order) is a programmer error and
 //! panics; garbage snapshot bytes are an operating error and return [`KvError`].
@@ -47,35 +48,6 @@ pub struct KvState {
     entries: BTreeMap<Bytes, Entry>,
     /// Which command ids were applied (the at-most-once rule).
     applied_ids: AppliedIds,
-}
-
-/// What a snapshot holds, copied out of a [`KvState`] (see [`KvState::snapshot_copy`]).
-pub struct SnapshotCopy {
-    applied: Slot,
-    entries: BTreeMap<Bytes, Entry>,
-    applied_ids: AppliedIds,
-}
-
-impl SnapshotCopy {
-    /// The same bytes [`KvState::to_snapshot_bytes`] gave for the state it was copied from.
-    pub fn to_snapshot_bytes(&self) -> Vec<u8> {
-        encode_snapshot(self.applied, &self.entries, &self.applied_ids)
-    }
-}
-
-fn encode_snapshot(
-    applied: Slot,
-    entries: &BTreeMap<Bytes, Entry>,
-    applied_ids: &AppliedIds,
-) -> Vec<u8> {
-    let snapshot = SnapshotRef {
-        version: SNAPSHOT_FORMAT_VERSION,
-        applied,
-        entries,
-        applied_ids: applied_ids.to_records(),
-    };
-    // Encoding into a Vec only fails on types serde cannot express; ours are plain data.
-    postcard::to_stdvec(&snapshot).expect("a KvState always encodes")
 }
 
 /// The snapshot layout, borrowed for encoding. Field order is the byte order.
@@ -188,20 +160,18 @@ impl KvState {
     }
 
     /// The whole state as bytes: postcard of (format version, applied, entries in key order,
-    /// applied-id windows in key order). Equal states give equal bytes.
+    /// applied-id windows in key order). Equal states give equal bytes. A clone of the state is
+    /// cheap (reference-counted keys and values, windows of a few words), so a snapshot is
+    /// cloned where it is taken and encoded elsewhere.
     pub fn to_snapshot_bytes(&self) -> Vec<u8> {
-        encode_snapshot(self.applied, &self.entries, &self.applied_ids)
-    }
-
-    /// A copy of exactly what [`KvState::to_snapshot_bytes`] encodes, to encode elsewhere: the
-    /// keys (reference-counted bytes) and the applied-id windows (a few words each, 128 KiB at
-    /// most).
-    pub fn snapshot_copy(&self) -> SnapshotCopy {
-        SnapshotCopy {
+        let snapshot = SnapshotRef {
+            version: SNAPSHOT_FORMAT_VERSION,
             applied: self.applied,
-            entries: self.entries.clone(),
-            applied_ids: self.applied_ids.clone(),
-        }
+            entries: &self.entries,
+            applied_ids: self.applied_ids.to_records(),
+        };
+        // Encoding into a Vec only fails on types serde cannot express; ours are plain data.
+        postcard::to_stdvec(&snapshot).expect("a KvState always encodes")
     }
 
     /// Rebuilds a state from [`KvState::to_snapshot_bytes`] (this version or version 1). Never
@@ -340,7 +310,7 @@ mod tests {
         kv.apply(1, &put(1, "a", "x", None));
         kv.apply(2, &put(2, "b", "y", None));
         kv.apply(3, &del(3, "a"));
-        let copy = kv.snapshot_copy();
+        let copy = kv.clone();
         let bytes = kv.to_snapshot_bytes();
         assert_eq!(copy.to_snapshot_bytes(), bytes);
         // Later applies do not leak into the copy.

@@ -390,3 +390,33 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         .expect("serve_http returns Ok");
     assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
 }
+
+#[tokio::test]
+async fn a_stored_value_does_not_share_the_request_buffer() {
+    // A body that arrives in one piece is a slice of a larger buffer (hyper's read buffer on a
+    // real connection; here the caller's `Bytes`). The store must keep a copy of its own size,
+    // or every small value pins the whole buffer for as long as it is stored.
+    let store = MemoryStore::new();
+    let buffer = bytes::Bytes::from(vec![b'v'; 8192]);
+    let body = buffer.slice(0..100);
+    let request = axum::http::Request::put("/pinned")
+        .body(Body::from(body))
+        .expect("request");
+    let response = router(store.clone())
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), 201);
+    let stored = store
+        .snapshot()
+        .get(b"pinned")
+        .expect("stored")
+        .value
+        .clone();
+    assert_eq!(stored.len(), 100);
+    let buffer_range = buffer.as_ptr_range();
+    assert!(
+        !buffer_range.contains(&stored.as_ptr()),
+        "the stored value points into the request's buffer"
+    );
+}

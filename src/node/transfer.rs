@@ -7,9 +7,10 @@
 //! fills the gaps on the next pass. A peer that stopped asking (it installed the snapshot) is
 //! dropped after [`TRANSFER_IDLE_TICKS`].
 //!
-//! The node's own snapshots are written on a short-lived thread ([`SnapshotTransfer::store_in_background`]):
-//! with the at-most-once table they run to megabytes, and serializing, writing and two fsyncs
-//! on the event loop stalled every client for tens of milliseconds.
+//! The node's own snapshots are written on a short-lived thread
+//! ([`SnapshotTransfer::store_in_background`]): a large key space runs to megabytes, and
+//! serializing, writing and two fsyncs on the event loop stalled every client for tens of
+//! milliseconds.
 
 use crate::net::udp::PeerNet;
 use crate::net::wire::Wire;

@@ -1,7 +1,7 @@
-//! A fast hasher for command ids: the leader's duplicate filter, the state machine's
-//! at-most-once table and the node's table of writes waiting for their outcome. `CommandId`s are (node, seq)
-//! pairs chosen by our own nodes, not by clients, so a multiply-rotate hash is enough and spares
-//! SipHash's cost on every proposed command; it is also deterministic, which the simulator likes.
+//! A fast hasher for command ids: the leader's duplicate filter and the node's table of writes
+//! waiting for their outcome. `CommandId`s are (node, seq) pairs chosen by our own nodes, not
+//! by clients, so a multiply-rotate hash is enough and spares SipHash's cost on every proposed
+//! command; it is also deterministic, which the simulator likes.
 
 use std::hash::{BuildHasherDefault, Hasher};
 

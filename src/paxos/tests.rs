@@ -391,7 +391,7 @@ fn a_follower_that_has_not_answered_gets_what_was_held_back_in_one_batch() {
         "unanswered: only {in_flight_max} batches go out"
     );
     assert!(sent.iter().all(|(_, slots)| slots.len() == 1));
-    // The follower answers its first batch: the eight commands held back leave as one batch.
+    // The follower answers its first batch: the commands held back leave as one batch.
     let (ballot, slots) = sent[0].clone();
     l.receive(follower, Message::Accepted { ballot, slots });
     let ready = l.take_ready();
