@@ -294,7 +294,6 @@ impl Wal {
             tracing::warn!(file = %last.path.display(), bytes, "restoring the length of a cut-off segment");
             segment::restore_length(&last.path, bytes)?;
         }
-        let mut active = ActiveSegment::open(&last.path, last.first_lsn)?;
         let write_offset = last.end;
         if let Some(torn) = &rec.truncated {
             let from = usize::try_from(torn.offset).expect("offset within a mapped segment");
@@ -304,9 +303,15 @@ impl Wal {
                 file = %torn.file.display(), offset = torn.offset, lsn = torn.lsn, why = %torn.why,
                 "truncating a torn tail"
             );
-            active.map[from..to].fill(0);
-            active.sync_range(from, to)?;
+            segment::zero_range(&last.path, from, to)?;
         }
+        let active = ActiveSegment::open(&last.path, last.first_lsn)?;
+        let cached = File::open(&last.path).map_err(|source| WalError::Io {
+            context: format!("open {}", last.path.display()),
+            source,
+        })?;
+        let path = last.path.clone();
+        rec.drop_cache_when_released(cached, path);
         let wal = Wal::assemble(dir, lock, options, &rec, active, write_offset);
         Ok((wal, rec))
     }
@@ -691,6 +696,67 @@ mod tests {
         let (_, rec) = Wal::open(dir.path(), opts()).expect("reopen");
         assert!(rec.first_lsn > 1 && rec.first_lsn <= 500);
         assert_eq!(rec.next_lsn, 1001);
+    }
+
+    /// Pages of `path` in the page cache (`mincore` over a fresh, untouched read-only mapping).
+    fn cached_pages(path: &Path) -> usize {
+        let file = File::open(path).expect("open segment");
+        // SAFETY: a test-owned file nobody truncates while it is mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.expect("map segment");
+        let pages = map.len().div_ceil(4096);
+        let mut resident = vec![0u8; pages];
+        // SAFETY: `map` is a live mapping of `map.len()` bytes and `resident` has one byte per
+        // page of it.
+        let rc = unsafe {
+            libc::mincore(
+                map.as_ptr() as *mut libc::c_void,
+                map.len(),
+                resident.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+        resident.iter().filter(|&&b| b & 1 == 1).count()
+    }
+
+    #[test]
+    fn the_active_segment_leaves_the_page_cache_once_recovery_is_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // SAFETY: statfs on a path we own into a zeroed struct.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        let c_dir = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes())
+            .expect("path without NUL");
+        assert_eq!(unsafe { libc::statfs(c_dir.as_ptr(), &mut fs) }, 0);
+        if fs.f_type == libc::TMPFS_MAGIC {
+            eprintln!("skipped: on tmpfs the page cache is the storage and cannot be dropped");
+            return;
+        }
+        let options = || opts().segment_bytes(4 << 20);
+        {
+            let (mut wal, _) = Wal::open(dir.path(), options()).expect("open");
+            for i in 0..2000u32 {
+                wal.append(1, &[i as u8; 100]).expect("append");
+            }
+            wal.sync().expect("sync");
+        }
+        let (mut wal, rec) = Wal::open(dir.path(), options()).expect("reopen");
+        let segment = wal.active.path.clone();
+        let pages = (4 << 20) / 4096;
+        // The scan reads the whole segment in (and large folios of it, by readahead) ...
+        assert!(
+            cached_pages(&segment) > pages / 2,
+            "recovery maps the whole segment"
+        );
+        assert_eq!(rec.records().count(), 2000);
+        drop(rec);
+        // ... and once the records are replayed, none of it stays for the writer's mapping.
+        let left = cached_pages(&segment);
+        assert!(left <= 2, "{left} of {pages} pages still cached");
+        wal.append(1, b"after").expect("append");
+        assert_eq!(wal.sync().expect("sync"), 2002);
+        drop(wal);
+        let (_, rec) = Wal::open(dir.path(), options()).expect("reopen");
+        let last = rec.records().last().expect("records");
+        assert_eq!((last.lsn, last.payload), (2001, &b"after"[..]));
     }
 
     #[test]

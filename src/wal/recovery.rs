@@ -9,6 +9,7 @@ use super::record::{self, Frame, RecordRef, RECORD_ALIGNMENT_BYTES};
 use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES, SEGMENT_TMP_SUFFIX};
 use super::{Lsn, WalError, WalIdentity};
 use memmap2::Mmap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// A torn tail found (and, by `Wal::open`, truncated): a bad or partial record in the last
@@ -70,6 +71,19 @@ pub struct Recovery {
     /// so the tools can still show them, but `Wal::open` refuses.
     pub corruption: Option<Corruption>,
     count: usize,
+    /// The segment `Wal::open` goes on writing: once the records are no longer lent, its cached
+    /// pages (read in by the scan as large folios) are dropped (`segment::drop_cached_pages`).
+    active: Option<(File, PathBuf)>,
+}
+
+impl Drop for Recovery {
+    fn drop(&mut self) {
+        // Unmap first: the kernel keeps pages that a mapping still uses.
+        self.segments.clear();
+        if let Some((file, path)) = self.active.take() {
+            segment::drop_cached_pages(&file, &path);
+        }
+    }
 }
 
 impl Recovery {
@@ -282,6 +296,7 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
         identity,
         corruption: None,
         count: 0,
+        active: None,
     };
     let mut maps = Vec::with_capacity(files.len());
     for (_, path) in &files {
@@ -439,6 +454,12 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
 }
 
 impl Recovery {
+    /// When this recovery is dropped (its records replayed), drop the clean cached pages of
+    /// `file`, the segment the log goes on writing.
+    pub(crate) fn drop_cache_when_released(&mut self, file: File, path: PathBuf) {
+        self.active = Some((file, path));
+    }
+
     /// The verdict of the scan (row numbers in `wal-format.md` §9).
     pub fn verdict(&self) -> Verdict {
         match (&self.corruption, &self.truncated) {

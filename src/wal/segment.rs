@@ -178,6 +178,55 @@ fn preallocate(file: &File, bytes: usize) -> std::io::Result<()> {
     }
 }
 
+/// Writes zeroes over `[from, to)` of a segment with `pwrite` and syncs it: the truncation of a
+/// torn tail (`wal-format.md` §9 row 6). Not through the writable mapping, so that the writer's
+/// mapping starts with no page of its own and its cached pages can be dropped after recovery
+/// (see [`drop_cached_pages`]).
+pub(crate) fn zero_range(path: &Path, from: usize, to: usize) -> Result<(), WalError> {
+    const CHUNK_BYTES: usize = 64 * 1024;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io(format!("open {}", path.display())))?;
+    let zeroes = vec![0u8; CHUNK_BYTES.min(to.saturating_sub(from))];
+    let mut at = from;
+    while at < to {
+        let n = zeroes.len().min(to - at);
+        file.write_all_at(&zeroes[..n], at as u64)
+            .map_err(io(format!(
+                "zero bytes {at}..{} of {}",
+                at + n,
+                path.display()
+            )))?;
+        at += n;
+    }
+    file.sync_data().map_err(|source| WalError::SyncFailed {
+        context: format!("fsync {} after zeroing bytes {from}..{to}", path.display()),
+        source,
+    })
+}
+
+/// Asks the kernel to drop the clean page-cache pages of `file` that no mapping uses
+/// (`POSIX_FADV_DONTNEED`). Recovery reads a segment through a populated mapping, which pulls
+/// it in by readahead as large folios (up to 2 MiB here); the writer's mapping would then reuse
+/// them, and every msync writes back, and walks the buffers of, a whole large folio: a single
+/// client's sync went from 0.13 to 1.3 ms once the writer reached them. Pages faulted in by the
+/// writer's `MADV_RANDOM` mapping are single pages. Only a hint: errors are logged and ignored.
+pub(crate) fn drop_cached_pages(file: &File, path: &Path) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain syscall on a file descriptor we own; it only drops clean cached pages.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if rc != 0 {
+            let e = std::io::Error::from_raw_os_error(rc);
+            tracing::debug!(error = %e, file = %path.display(), "posix_fadvise(DONTNEED) failed");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, path);
+}
+
 /// Preallocates a cut-off segment file back to its full size and fsyncs it (recovery of a
 /// torn tail in a short last segment, `wal-format.md` §9 row 6).
 pub(crate) fn restore_length(path: &Path, bytes: u64) -> Result<(), WalError> {
