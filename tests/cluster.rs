@@ -448,6 +448,7 @@ fn metrics_show_requests_wal_syncs_and_datagrams() {
         "consens_slots_in_flight",
         "consens_wal_sync_seconds_count",
         "consens_wal_bytes_total",
+        "consens_loop_iteration_seconds_count",
         "consens_elections_total",
         "consens_ballot_round",
         "consens_datagrams_sent_total",
@@ -455,13 +456,18 @@ fn metrics_show_requests_wal_syncs_and_datagrams() {
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
-    let puts_ok = text
-        .lines()
-        .find(|l| l.starts_with(r#"consens_requests_total{kind="put",outcome="ok"}"#))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .expect("a put counter");
+    let value = |series: &str| {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    let puts_ok = value(r#"consens_requests_total{kind="put",outcome="ok"}"#);
     assert!(puts_ok >= 10, "{puts_ok} puts counted");
+    // Every request woke the event loop at least once.
+    let iterations = value("consens_loop_iteration_seconds_count");
+    assert!(iterations >= 11, "{iterations} loop iterations timed");
 }
 
 /// In a five-node cluster every node takes writes and linearizable reads, followers included

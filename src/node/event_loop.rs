@@ -39,6 +39,15 @@ pub const STATUS_REFRESH_TICKS: u64 = 5;
 /// The kernel's count of datagrams it dropped on the peer socket is read every this many ticks.
 pub const KERNEL_DROPS_POLL_TICKS: u64 = 100;
 
+/// What ended one wait of the event loop (the inputs themselves are in the loop's buffers).
+enum WokenBy {
+    Tick,
+    WalEvents,
+    SnapshotWritten(SnapshotWritten),
+    Datagrams,
+    Requests,
+}
+
 /// A client write not yet handed to the core: the node knows no leader or no quorum yet.
 struct WaitingWrite {
     /// When the client stops waiting; expiring here means "no quorum" (nothing was proposed).
@@ -165,31 +174,50 @@ impl NodeLoop {
         let mut wal_events = Vec::new();
         self.drive();
         loop {
-            tokio::select! {
+            let woken_by = tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
-                _ = ticker.tick() => self.on_tick(),
+                _ = ticker.tick() => WokenBy::Tick,
                 n = self.wal_events.recv_many(&mut wal_events, INPUT_BATCH_MAX) => {
                     if n == 0 { break; }
+                    WokenBy::WalEvents
+                }
+                Some(written) = self.snapshot_written.recv() => WokenBy::SnapshotWritten(written),
+                n = self.inbound.recv_many(&mut datagrams, INPUT_BATCH_MAX) => {
+                    if n == 0 { break; }
+                    WokenBy::Datagrams
+                }
+                n = self.requests.recv_many(&mut requests, INPUT_BATCH_MAX) => {
+                    if n == 0 { break; }
+                    WokenBy::Requests
+                }
+            };
+            let woke = Instant::now();
+            match woken_by {
+                WokenBy::Tick => self.on_tick(),
+                WokenBy::WalEvents => {
                     for event in wal_events.drain(..) {
                         self.on_wal_event(event);
                     }
                 }
-                Some(written) = self.snapshot_written.recv() => self.on_snapshot_written(written),
-                n = self.inbound.recv_many(&mut datagrams, INPUT_BATCH_MAX) => {
-                    if n == 0 { break; }
+                WokenBy::SnapshotWritten(written) => self.on_snapshot_written(written),
+                WokenBy::Datagrams => {
                     for (from, wire) in datagrams.drain(..) {
                         self.on_wire(from, wire);
                     }
                 }
-                n = self.requests.recv_many(&mut requests, INPUT_BATCH_MAX) => {
-                    if n == 0 { break; }
+                WokenBy::Requests => {
                     for request in requests.drain(..) {
                         self.on_request(request);
                     }
                 }
             }
             self.drive();
+            let busy = woke.elapsed();
+            self.peers
+                .metrics()
+                .loop_iteration_seconds
+                .observe(busy.as_secs_f64());
         }
         self.shutdown();
     }
