@@ -196,12 +196,18 @@ for c in "${e_client[@]}"; do
   if [ -n "$me" ] && [ "$me" = "$lead" ]; then e_leader=$c; fi
 done
 
-# The wrk scripts: WRK_MODE is put, get or mix; keys k1..kKEYS; values of WRK_VALUE_SIZE bytes.
+# The wrk scripts: WRK_MODE is put, get, mix or fill (puts of k1, k2, ... kKEYS in turn, again
+# and again, so that reads find every key); keys k1..kKEYS; values of WRK_VALUE_SIZE bytes.
 cat >"$tmp/consens.lua" <<'EOF'
 local keys = tonumber(os.getenv("WRK_KEYS"))
 local mode = os.getenv("WRK_MODE")
 local body = string.rep("x", tonumber(os.getenv("WRK_VALUE_SIZE")))
+local filled = 0
 request = function()
+  if mode == "fill" then
+    filled = filled + 1
+    return wrk.format("PUT", "/wrk/k" .. ((filled - 1) % keys + 1), nil, body)
+  end
   local path = "/wrk/k" .. math.random(keys)
   if mode == "put" or (mode == "mix" and math.random(2) == 1) then
     return wrk.format("PUT", path, nil, body)
@@ -229,9 +235,14 @@ local value = b64(string.rep("x", tonumber(os.getenv("WRK_VALUE_SIZE"))))
 local names = {}
 for i = 1, keys do names[i] = b64("/wrk/k" .. i) end
 wrk.method = "POST"
+local filled = 0
 request = function()
   local key = names[math.random(keys)]
-  if mode == "put" or (mode == "mix" and math.random(2) == 1) then
+  if mode == "fill" then
+    filled = filled + 1
+    key = names[(filled - 1) % keys + 1]
+  end
+  if mode == "put" or mode == "fill" or (mode == "mix" and math.random(2) == 1) then
     return wrk.format("POST", "/v3/kv/put", nil, '{"key":"' .. key .. '","value":"' .. value .. '"}')
   end
   return wrk.format("POST", "/v3/kv/range", nil, '{"key":"' .. key .. '"}')
@@ -250,6 +261,18 @@ run_wrk() {
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   bad=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$out")
   echo "${rps:-0} $(to_ms "${p50:-0}") $(to_ms "${p99:-0}") ${bad:-0}"
+}
+
+# prefill URL SCRIPT SIZE: writes every key once or more (one wrk thread, so one key counter),
+# so that the read runs never ask for a key that was not written.
+prefill() {
+  local url=$1 script=$2 size=$3 out sent
+  out=$(WRK_KEYS=$keys WRK_VALUE_SIZE=$size WRK_MODE=fill \
+    wrk -t1 -c4 -d2s -s "$script" "$url" 2>&1) || true
+  sent=$(awk '/requests in/ {print $1}' <<<"$out")
+  if [ "${sent:-0}" -lt "$keys" ]; then
+    echo "warning: prefilling $url wrote ${sent:-0} of $keys keys; reads may miss some" >&2
+  fi
 }
 
 # to_ms 1.23ms|456.00us|1.2s -> milliseconds
@@ -271,6 +294,8 @@ echo "| connections | value | workload | consens ops/s | p50 ms | p99 ms | etcd 
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for conns in 1 64; do
   for size in 100 4096; do
+    prefill "http://127.0.0.1:$leader" "$tmp/consens.lua" "$size"
+    prefill "http://127.0.0.1:$e_leader" "$tmp/etcd.lua" "$size"
     for mode in put get mix; do
       case $mode in put) label=writes ;; get) label="linearizable reads" ;; *) label="50/50 mix" ;; esac
       read -r c_rps c_p50 c_p99 c_bad < <(run_wrk "http://127.0.0.1:$leader" "$tmp/consens.lua" "$conns" "$size" "$mode")
