@@ -17,7 +17,7 @@
 //! them). The [`crate::client::Client`] turns these into failover or "outcome unknown".
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +72,12 @@ struct Shared {
     closed: AtomicBool,
     /// Wakes both tasks when the connection is closed from outside or by the other task.
     close_notify: Notify,
+    /// Replies the reader handed out from its last read of the socket: how many callers it
+    /// just woke (the writer batches their next requests when there are several).
+    replies_last_read: AtomicUsize,
+    /// Socket writes the writer made (for the test of request batching).
+    #[cfg(test)]
+    writes: std::sync::atomic::AtomicU64,
     /// Why the connection died, for error messages (the first reason wins).
     reason: std::sync::Mutex<Option<String>>,
 }
@@ -132,6 +138,9 @@ impl Connection {
         let shared = Arc::new(Shared {
             closed: AtomicBool::new(false),
             close_notify: Notify::new(),
+            replies_last_read: AtomicUsize::new(0),
+            #[cfg(test)]
+            writes: std::sync::atomic::AtomicU64::new(0),
             reason: std::sync::Mutex::new(None),
         });
         tokio::spawn(write_loop(jobs_rx, pending_tx, writer, shared.clone()));
@@ -238,6 +247,15 @@ async fn write_loop(
             () = &mut closed => None,
         };
         let Some(mut job) = first else { break };
+        // When the reader's last read woke several callers, they are about to send again. Let
+        // them run and queue first: the runtime runs the task a send just woke (this one) before
+        // the others, so otherwise every request went out in a write of its own (measured: one
+        // `sendto` per request with 8 callers pipelining on a connection; with this, ~7 per
+        // write, and the load generator's CPU per request roughly halves). A lone caller's
+        // request is written at once (the yield would cost it ~15 µs).
+        if shared.replies_last_read.load(Ordering::Relaxed) > 1 {
+            tokio::task::yield_now().await;
+        }
         buf.clear();
         loop {
             buf.extend_from_slice(&job.line);
@@ -262,6 +280,8 @@ async fn write_loop(
         if shared.closed.load(Ordering::Acquire) {
             break;
         }
+        #[cfg(test)]
+        shared.writes.fetch_add(1, Ordering::Relaxed);
         let written = tokio::select! {
             written = writer.write_all(&buf) => written,
             () = &mut closed => Err(io::Error::other("closed while writing")),
@@ -308,6 +328,7 @@ async fn read_loop(
                 break;
             }
         }
+        let mut replies = 0;
         while let Some(newline) = buf.iter().position(|&b| b == b'\n') {
             let mut line = buf.split_to(newline + 1).freeze();
             line.truncate(newline);
@@ -327,7 +348,9 @@ async fn read_loop(
                 break 'outer;
             }
             let _ = p.reply.send(Ok(line));
+            replies += 1;
         }
+        shared.replies_last_read.store(replies, Ordering::Relaxed);
         if buf.len() > REPLY_BYTES_MAX {
             shared.close(format!("reply line longer than {REPLY_BYTES_MAX} bytes"));
             break;
@@ -338,5 +361,78 @@ async fn read_loop(
     let reason = shared.reason();
     while let Ok(p) = pending.try_recv() {
         let _ = p.reply.send(Err(CallError::Lost(reason.clone())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncBufReadExt;
+
+    /// A node that answers `PING`, then waits for `callers` request lines at a time and answers
+    /// them in one write, as a loaded node does.
+    async fn fake_node(callers: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (reader, mut writer) = stream.into_split();
+            let mut lines = tokio::io::BufReader::new(reader).lines();
+            if !matches!(lines.next_line().await, Ok(Some(l)) if l == "PING") {
+                return;
+            }
+            if writer.write_all(b"PONG\n").await.is_err() {
+                return;
+            }
+            loop {
+                for _ in 0..callers {
+                    if !matches!(lines.next_line().await, Ok(Some(_))) {
+                        return;
+                    }
+                }
+                if writer.write_all(&b"OK\n".repeat(callers)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_woken_together_send_their_next_requests_together() {
+        const CALLERS: usize = 8;
+        const ROUNDS: usize = 50;
+        let addr = fake_node(CALLERS).await;
+        let connection = Arc::new(
+            Connection::connect(&addr, Duration::from_secs(5), 64)
+                .await
+                .expect("connect"),
+        );
+        let calls = (0..CALLERS).map(|_| {
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                for _ in 0..ROUNDS {
+                    let reply = connection.call(Bytes::from_static(b"GET k\n")).await;
+                    assert_eq!(reply, Ok(Bytes::from_static(b"OK")));
+                }
+            })
+        });
+        let all = futures_util::future::join_all(calls);
+        let done = tokio::time::timeout(Duration::from_secs(20), all)
+            .await
+            .expect("the calls finish");
+        assert!(done.iter().all(Result::is_ok), "a caller failed");
+        // One write for PING, then one per round when batched (measured 56-64 in all), one per
+        // request when not (measured 194-401: some requests still meet in the channel).
+        let writes = connection.shared.writes.load(Ordering::Relaxed) as usize;
+        assert!(
+            writes <= 1 + CALLERS * ROUNDS / 4,
+            "{writes} writes for {} requests",
+            CALLERS * ROUNDS
+        );
     }
 }
