@@ -2,8 +2,8 @@
 //!
 //! Callers hand a request line to [`Connection::call`] and await its reply line. The writer task
 //! takes requests from a bounded channel, queues each caller's reply sender (a oneshot) to the
-//! reader *before* writing its bytes, batches whatever else is waiting into the same write, and
-//! flushes. The reader task splits the byte stream into lines and hands each to the oldest queued
+//! reader *before* writing its bytes, batches whatever else is waiting into the same write (first
+//! letting the callers that the reader's last read woke queue their next requests), and flushes. The reader task splits the byte stream into lines and hands each to the oldest queued
 //! sender: the server answers in request order, so FIFO matching is exact.
 //!
 //! **Bounded.** At most `in_flight_max` requests are queued or awaiting replies per connection
