@@ -125,7 +125,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
             source,
         })?;
     match udp::enlarge_buffers(&peer_socket) {
-        Ok(granted) if granted < 2 * udp::PEER_SOCKET_BUFFER_BYTES => tracing::warn!(
+        Ok(granted) if granted < udp::PEER_SOCKET_BUFFER_BYTES => tracing::warn!(
             granted,
             wanted = udp::PEER_SOCKET_BUFFER_BYTES,
             "the kernel granted the peer socket a smaller receive buffer than asked for: under \
