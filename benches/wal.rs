@@ -3,12 +3,16 @@
 //! - `wal_append_sync/<size>/<batch>`: `batch` appends of `size`-byte payloads, then one sync
 //!   (group commit). Throughput is in records; MB/s = records/s × size.
 //! - `bare_msync/<size>/<batch>`: the floor: copy the same number of bytes (whole frames) into a
-//!   freshly preallocated mapped file and msync(MS_SYNC) the same range, without the WAL.
+//!   freshly preallocated mapped file and msync(MS_SYNC) the same range, without the WAL. The
+//!   file is mapped as the WAL maps its segments (`MADV_RANDOM`: no readahead, so no large
+//!   folios; see `wal-format.md` §8).
 //! - `wal_recovery_scan/<size>`: `Wal::open` of a log holding one full 64 MiB segment, i.e. the
 //!   whole recovery scan (map, check every CRC, check the zero tail). Throughput in bytes.
 //!
 //! - after the criterion groups, a paired table (WAL and bare msync in alternating rounds) gives
-//!   the WAL/bare ratio robustly on a disk shared with other work.
+//!   the WAL/bare ratio robustly on a disk shared with other work: against a bare file mapped
+//!   like the WAL's segments (the WAL's own cost), and against one with the kernel's default
+//!   readahead (what the mapping advice costs large batches).
 //!
 //! Run: `cargo bench --bench wal -- --warm-up-time 1 --measurement-time 3`. The data lives in a
 //! temporary directory under `$TMPDIR` (a real disk here, so syncs are real).
@@ -64,8 +68,17 @@ fn append_sync(c: &mut Criterion) {
     }
 }
 
+/// How a bare file is mapped.
+#[derive(Clone, Copy)]
+enum Advice {
+    /// As the WAL maps its segments: `MADV_RANDOM`.
+    LikeTheWal,
+    /// The kernel's default (readahead on faults, large folios).
+    Default,
+}
+
 /// A fresh, really preallocated (fallocate) and fsynced file, mapped: what a new segment is.
-fn fresh_mapped_file(dir: &Path, n: u32) -> MmapMut {
+fn fresh_mapped_file(dir: &Path, n: u32, advice: Advice) -> MmapMut {
     use std::os::fd::AsRawFd;
     let path = dir.join(format!("bare-{n}"));
     let _ = std::fs::remove_file(&path);
@@ -81,7 +94,11 @@ fn fresh_mapped_file(dir: &Path, n: u32) -> MmapMut {
     assert_eq!(rc, 0, "fallocate");
     file.sync_all().expect("fsync");
     // SAFETY: the file is ours, preallocated and never truncated while mapped.
-    unsafe { MmapOptions::new().map_mut(&file) }.expect("map")
+    let map = unsafe { MmapOptions::new().map_mut(&file) }.expect("map");
+    if let Advice::LikeTheWal = advice {
+        map.advise(memmap2::Advice::Random).expect("madvise");
+    }
+    map
 }
 
 fn bare_msync(c: &mut Criterion) {
@@ -93,7 +110,7 @@ fn bare_msync(c: &mut Criterion) {
             group.bench_function(BenchmarkId::from_parameter(batch), |b| {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let mut files = 0;
-                let mut map = fresh_mapped_file(dir.path(), files);
+                let mut map = fresh_mapped_file(dir.path(), files, Advice::LikeTheWal);
                 let mut at = 64usize;
                 let src = vec![0xabu8; bytes];
                 b.iter_custom(|iters| {
@@ -101,7 +118,7 @@ fn bare_msync(c: &mut Criterion) {
                     for _ in 0..iters {
                         if at + bytes > map.len() {
                             files += 1;
-                            map = fresh_mapped_file(dir.path(), files % 2);
+                            map = fresh_mapped_file(dir.path(), files % 2, Advice::LikeTheWal);
                             at = 64;
                         }
                         let start = Instant::now();
@@ -172,20 +189,35 @@ fn recovery_scan(c: &mut Criterion) {
 /// bare msync in alternation, round by round, and prints the medians and the median of the
 /// per-round ratios (the figure the 1.3x target is checked against).
 fn paired_ratio() {
-    println!("\npaired WAL vs bare msync (alternating rounds, medians):");
-    println!("size  batch  rounds  wal_us  bare_us  ratio(median of per-round)");
+    println!(
+        "\npaired WAL vs bare msync (alternating rounds, medians; ratios: median of per-round):"
+    );
+    println!("size  batch  rounds  wal_us  bare_us  ratio  bare_default_us  ratio_default");
     for size in SIZES {
         for batch in BATCHES {
             let bytes = batch * frame_bytes(size);
             let dir = tempfile::tempdir().expect("tempdir");
             let (mut wal, _) = Wal::open(dir.path(), options()).expect("open");
             let payload = vec![0xabu8; size];
-            let mut map = fresh_mapped_file(dir.path(), 0);
-            let mut at = 64usize;
             let src = vec![0xabu8; bytes];
-            let (mut wal_us, mut bare_us, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            // One bare file mapped like the WAL's segments, one with the default advice.
+            let mut bare = [
+                (
+                    Advice::LikeTheWal,
+                    fresh_mapped_file(dir.path(), 0, Advice::LikeTheWal),
+                    64,
+                ),
+                (
+                    Advice::Default,
+                    fresh_mapped_file(dir.path(), 1, Advice::Default),
+                    64,
+                ),
+            ];
+            let mut wal_us = Vec::new();
+            let mut bare_us = [Vec::new(), Vec::new()];
+            let mut ratios = [Vec::new(), Vec::new()];
             let until = Instant::now() + Duration::from_millis(1500);
-            while Instant::now() < until && ratios.len() < 2000 {
+            while Instant::now() < until && wal_us.len() < 2000 {
                 let start = Instant::now();
                 for _ in 0..batch {
                     wal.append(1, &payload).expect("append");
@@ -195,29 +227,35 @@ fn paired_ratio() {
                 if wal.segment_count() > 2 {
                     wal.compact(wal.next_lsn()).expect("compact");
                 }
-                if at + bytes > map.len() {
-                    map = fresh_mapped_file(dir.path(), 0);
-                    at = 64;
-                }
-                let start = Instant::now();
-                map[at..at + bytes].copy_from_slice(&src);
-                map.flush_range(at, bytes).expect("msync");
-                let b = start.elapsed().as_secs_f64() * 1e6;
-                at += bytes;
                 wal_us.push(w);
-                bare_us.push(b);
-                ratios.push(w / b);
+                for (i, (advice, map, at)) in bare.iter_mut().enumerate() {
+                    if *at + bytes > map.len() {
+                        *map = fresh_mapped_file(dir.path(), i as u32, *advice);
+                        *at = 64;
+                    }
+                    let start = Instant::now();
+                    map[*at..*at + bytes].copy_from_slice(&src);
+                    map.flush_range(*at, bytes).expect("msync");
+                    let b = start.elapsed().as_secs_f64() * 1e6;
+                    *at += bytes;
+                    bare_us[i].push(b);
+                    ratios[i].push(w / b);
+                }
             }
             let median = |v: &mut Vec<f64>| {
                 v.sort_by(f64::total_cmp);
                 v[v.len() / 2]
             };
+            let rounds = wal_us.len();
+            let [like, default] = &mut bare_us;
+            let [ratio_like, ratio_default] = &mut ratios;
             println!(
-                "{size:>4}  {batch:>5}  {:>6}  {:>6.0}  {:>7.0}  {:.2}",
-                ratios.len(),
+                "{size:>4}  {batch:>5}  {rounds:>6}  {:>6.0}  {:>7.0}  {:>5.2}  {:>15.0}  {:>13.2}",
                 median(&mut wal_us),
-                median(&mut bare_us),
-                median(&mut ratios)
+                median(like),
+                median(ratio_like),
+                median(default),
+                median(ratio_default),
             );
         }
     }
