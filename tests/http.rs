@@ -278,6 +278,15 @@ async fn exchange_declared_length(addr: std::net::SocketAddr, len: usize) -> Rep
     .expect("response in time")
 }
 
+/// A PUT of `body` to `path` through the router, in process (no socket).
+async fn put_in_process(store: &MemoryStore, path: &str, body: Body) -> axum::response::Response {
+    let request = axum::http::Request::put(path).body(body).expect("request");
+    router(store.clone())
+        .oneshot(request)
+        .await
+        .expect("infallible")
+}
+
 #[tokio::test]
 async fn streamed_body_over_the_limit_is_413() {
     // No Content-Length: the limit is enforced while reading. In-process, so the unread rest of
@@ -286,13 +295,7 @@ async fn streamed_body_over_the_limit_is_413() {
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         vec![Ok(vec![b'a'; VALUE_BYTES_MAX]), Ok(vec![b'b'; 10])];
     let body = Body::from_stream(futures_util::stream::iter(chunks));
-    let request = axum::http::Request::put("/streamed")
-        .body(body)
-        .expect("request");
-    let response = router(store.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
+    let response = put_in_process(&store, "/streamed", body).await;
     assert_eq!(response.status(), 413);
     assert!(store.snapshot().get(b"streamed").is_none());
 }
@@ -399,13 +402,7 @@ async fn a_stored_value_does_not_share_the_request_buffer() {
     let store = MemoryStore::new();
     let buffer = bytes::Bytes::from(vec![b'v'; 8192]);
     let body = buffer.slice(0..100);
-    let request = axum::http::Request::put("/pinned")
-        .body(Body::from(body))
-        .expect("request");
-    let response = router(store.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
+    let response = put_in_process(&store, "/pinned", Body::from(body)).await;
     assert_eq!(response.status(), 201);
     let stored = store
         .snapshot()

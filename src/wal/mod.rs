@@ -306,12 +306,7 @@ impl Wal {
             segment::zero_range(&last.path, from, to)?;
         }
         let active = ActiveSegment::open(&last.path, last.first_lsn)?;
-        let cached = File::open(&last.path).map_err(|source| WalError::Io {
-            context: format!("open {}", last.path.display()),
-            source,
-        })?;
-        let path = last.path.clone();
-        rec.drop_cache_when_released(cached, path);
+        rec.drop_last_segment_cache_when_released();
         let wal = Wal::assemble(dir, lock, options, &rec, active, write_offset);
         Ok((wal, rec))
     }

@@ -9,7 +9,6 @@ use super::record::{self, Frame, RecordRef, RECORD_ALIGNMENT_BYTES};
 use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES, SEGMENT_TMP_SUFFIX};
 use super::{Lsn, WalError, WalIdentity};
 use memmap2::Mmap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// A torn tail found (and, by `Wal::open`, truncated): a bad or partial record in the last
@@ -71,17 +70,22 @@ pub struct Recovery {
     /// so the tools can still show them, but `Wal::open` refuses.
     pub corruption: Option<Corruption>,
     count: usize,
-    /// The segment `Wal::open` goes on writing: once the records are no longer lent, its cached
-    /// pages (read in by the scan as large folios) are dropped (`segment::drop_cached_pages`).
-    active: Option<(File, PathBuf)>,
+    /// Set by `Wal::open`, which goes on writing the last segment: once the records are no
+    /// longer lent, its cached pages (read in by the scan as large folios) are dropped
+    /// (`segment::drop_cached_pages`).
+    drop_last_segment_cache: bool,
 }
 
 impl Drop for Recovery {
     fn drop(&mut self) {
+        let last = self.segments.pop();
         // Unmap first: the kernel keeps pages that a mapping still uses.
         self.segments.clear();
-        if let Some((file, path)) = self.active.take() {
-            segment::drop_cached_pages(&file, &path);
+        if let Some(ScannedSegment { path, map, .. }) = last {
+            drop(map);
+            if self.drop_last_segment_cache {
+                segment::drop_cached_pages(&path);
+            }
         }
     }
 }
@@ -296,7 +300,7 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
         identity,
         corruption: None,
         count: 0,
-        active: None,
+        drop_last_segment_cache: false,
     };
     let mut maps = Vec::with_capacity(files.len());
     for (_, path) in &files {
@@ -455,9 +459,9 @@ pub(crate) fn scan(dir: &Path, identity: Option<WalIdentity>) -> Result<Recovery
 
 impl Recovery {
     /// When this recovery is dropped (its records replayed), drop the clean cached pages of
-    /// `file`, the segment the log goes on writing.
-    pub(crate) fn drop_cache_when_released(&mut self, file: File, path: PathBuf) {
-        self.active = Some((file, path));
+    /// its last segment, the one the log goes on writing.
+    pub(crate) fn drop_last_segment_cache_when_released(&mut self) {
+        self.drop_last_segment_cache = true;
     }
 
     /// The verdict of the scan (row numbers in `wal-format.md` §9).

@@ -206,16 +206,23 @@ pub(crate) fn zero_range(path: &Path, from: usize, to: usize) -> Result<(), WalE
     })
 }
 
-/// Asks the kernel to drop the clean page-cache pages of `file` that no mapping uses
+/// Asks the kernel to drop the clean page-cache pages of the file at `path` that no mapping uses
 /// (`POSIX_FADV_DONTNEED`). Recovery reads a segment through a populated mapping, which pulls
 /// it in by readahead as large folios (up to 2 MiB here); the writer's mapping would then reuse
 /// them, and every msync writes back, and walks the buffers of, a whole large folio: a single
 /// client's sync went from 0.13 to 1.3 ms once the writer reached them. Pages faulted in by the
 /// writer's `MADV_RANDOM` mapping are single pages. Only a hint: errors are logged and ignored.
-pub(crate) fn drop_cached_pages(file: &File, path: &Path) {
+pub(crate) fn drop_cached_pages(path: &Path) {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::debug!(error = %e, file = %path.display(), "cannot open to drop its cache");
+                return;
+            }
+        };
         // SAFETY: plain syscall on a file descriptor we own; it only drops clean cached pages.
         let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         if rc != 0 {
@@ -224,7 +231,7 @@ pub(crate) fn drop_cached_pages(file: &File, path: &Path) {
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = (file, path);
+    let _ = path;
 }
 
 /// Preallocates a cut-off segment file back to its full size and fsyncs it (recovery of a
