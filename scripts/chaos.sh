@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Long chaos runs (issue 6): Jepsen-style runs of real 3- and 5-node clusters under the nemesis,
-# one seed after another, for as long as asked, then whole-cluster kill -9 cycles.
+# one seed after another, for as long as asked, then whole-cluster kill -9 cycles, then
+# whole-cluster power cuts (root only: each node's data dir on a loop-mounted filesystem).
 #
-#   scripts/chaos.sh                      # 10 minutes of chaos runs, then 200 kill cycles
+#   scripts/chaos.sh                      # 10 minutes of chaos runs, 200 kill cycles, 20 power cuts
 #   DURATION=3600 scripts/chaos.sh        # an hour of chaos runs
 #   CHAOS_SEED=1234 CHAOS_NODES=5 CHAOS_SECONDS=120 DURATION=1 scripts/chaos.sh   # one seed
 #
@@ -12,6 +13,7 @@
 #   CHAOS_SEED     first seed (then +1, +2, …)                                    default: the time
 #   CHAOS_NODES    3 or 5 (default: both, alternating)
 #   KILL_CYCLES    whole-cluster kill -9 cycles after the chaos runs (0: none)     default 200
+#   POWER_CUTS     whole-cluster power cuts after the kill cycles (0: none)        default 20
 #   LOG_DIR        where every run's output goes                                  default target/chaos
 #
 # A failing run prints its seed, the nemesis log and the failing key's history, keeps its log in
@@ -24,12 +26,13 @@ DURATION=${DURATION:-600}
 CHAOS_SECONDS=${CHAOS_SECONDS:-60}
 SEED=${CHAOS_SEED:-$(date +%s)}
 KILL_CYCLES=${KILL_CYCLES:-200}
+POWER_CUTS=${POWER_CUTS:-20}
 LOG_DIR=${LOG_DIR:-target/chaos}
 if [[ -n "${CHAOS_NODES:-}" ]]; then SIZES=("$CHAOS_NODES"); else SIZES=(3 5); fi
 mkdir -p "$LOG_DIR"
 
-cargo test --no-run --test chaos --test durability >/dev/null 2>&1 ||
-    cargo test --no-run --test chaos --test durability
+cargo test --no-run --test chaos --test durability --test power_cut >/dev/null 2>&1 ||
+    cargo test --no-run --test chaos --test durability --test power_cut
 
 end=$((SECONDS + DURATION))
 runs=0
@@ -62,4 +65,15 @@ if ((KILL_CYCLES > 0)); then
         exit 1
     fi
     grep -oE 'durability: kill.*' "$log"
+fi
+
+if ((POWER_CUTS > 0)); then
+    log="$LOG_DIR/power-cut-${POWER_CUTS}cuts.log"
+    echo "== power cut: $POWER_CUTS whole-cluster power cuts (log: $log)"
+    if ! POWER_CUTS=$POWER_CUTS cargo test -q --test power_cut whole_cluster -- --nocapture >"$log" 2>&1; then
+        echo "FAILED: acknowledged writes lost or the cluster did not converge"
+        sed -n '/panicked at/,$p' "$log" | head -100
+        exit 1
+    fi
+    grep -oE 'SKIPPED: .*|power cut: cuts.*' "$log"
 fi

@@ -10,6 +10,7 @@
 use crate::net::auth::{ClusterKey, KeyError};
 use crate::paxos::types::NodeId;
 use crate::server::line::LineOptions;
+use crate::wal::PlantedSyncBug;
 use clap::Args;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -98,6 +99,9 @@ pub struct ServeArgs {
     /// rest. Without it, anyone who reaches the UDP port can forge Paxos messages.
     #[arg(long, env = "CLUSTER_KEY_FILE")]
     pub cluster_key_file: Option<PathBuf>,
+    /// Breaks the WAL's sync on purpose: only for the power-cut test's proof that it has teeth.
+    #[arg(long, hide = true, value_enum)]
+    pub planted_sync_bug: Option<PlantedSyncBug>,
 }
 
 /// Why the flags do not describe a node that can start.
@@ -138,6 +142,8 @@ pub struct ServeConfig {
     pub worker_threads: usize,
     /// The shared secret that tags and verifies every peer datagram; `None`: unauthenticated.
     pub cluster_key: Option<ClusterKey>,
+    /// A deliberately broken WAL sync (tests only).
+    pub planted_sync_bug: Option<PlantedSyncBug>,
 }
 
 impl ServeConfig {
@@ -204,6 +210,7 @@ impl ServeConfig {
             connections_max: args.connections_max.max(1),
             worker_threads: usize::from(args.worker_threads),
             cluster_key,
+            planted_sync_bug: args.planted_sync_bug,
         })
     }
 

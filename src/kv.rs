@@ -4,7 +4,7 @@
 //! command ids it has applied ([`AppliedIds`]), so a command that was retried or forwarded and
 //! got decided in two slots changes the state only once. Everything here is a pure function of
 //! the decided sequence: two nodes that apply the same slots hold equal states and produce
-//! identical snapshot bytes (GUIDE.md §1: "kv is deterministic"). There is no IO, clock or
+//! identical snapshot bytes (`docs/architecture.md`). There is no IO, clock or
 //! randomness.
 //!
 //! A broken invariant of the caller (applying a slot out of order) is a programmer error and
@@ -48,6 +48,9 @@ pub struct KvState {
     entries: BTreeMap<Bytes, Entry>,
     /// Which command ids were applied (the at-most-once rule).
     applied_ids: AppliedIds,
+    /// The wrapping sum of [`entry_digest`] over `entries`, kept as entries change, so that two
+    /// replicas can compare their states at a slot without encoding them (`/_status`).
+    digest: u64,
 }
 
 /// The snapshot layout, borrowed for encoding. Field order is the byte order.
@@ -92,6 +95,13 @@ impl KvState {
     /// The last applied slot (0 before the first).
     pub fn applied(&self) -> Slot {
         self.applied
+    }
+
+    /// A 64-bit digest of the keys, values and revisions: equal states at the same applied slot
+    /// give equal digests on every node of one build. It covers the entries, not the
+    /// at-most-once record (a pure function of the same applied sequence).
+    pub fn digest(&self) -> u64 {
+        self.digest
     }
 
     /// The number of keys.
@@ -142,7 +152,10 @@ impl KvState {
                             value: value.clone(),
                             revision: slot,
                         };
-                        self.entries.insert(key.clone(), entry);
+                        self.digest = self.digest.wrapping_add(entry_digest(key, &entry));
+                        if let Some(old) = self.entries.insert(key.clone(), entry) {
+                            self.digest = self.digest.wrapping_sub(entry_digest(key, &old));
+                        }
                         if current == 0 {
                             Outcome::Created { revision: slot }
                         } else {
@@ -152,7 +165,10 @@ impl KvState {
                 }
             }
             Op::Delete { key } => match self.entries.remove(key) {
-                Some(_) => Outcome::Deleted,
+                Some(old) => {
+                    self.digest = self.digest.wrapping_sub(entry_digest(key, &old));
+                    Outcome::Deleted
+                }
                 None => Outcome::NotFound,
             },
         };
@@ -187,6 +203,7 @@ impl KvState {
                     .map_err(KvError::Invalid)?;
                 Ok(KvState {
                     applied: snapshot.applied,
+                    digest: digest_of(&entries),
                     entries,
                     applied_ids,
                 })
@@ -203,6 +220,7 @@ impl KvState {
                 }
                 Ok(KvState {
                     applied: snapshot.applied,
+                    digest: digest_of(&entries),
                     entries,
                     applied_ids: AppliedIds::from_ids(&snapshot.applied_ids, snapshot.applied),
                 })
@@ -210,6 +228,26 @@ impl KvState {
             Some(&version) => Err(KvError::UnsupportedVersion { version }),
         }
     }
+}
+
+/// One entry's share of [`KvState::digest`]. `DefaultHasher::new()` is the same hasher in every
+/// process of one build, which is all replicas comparing their states need.
+fn entry_digest(key: &[u8], entry: &Entry) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write_usize(key.len());
+    hasher.write(key);
+    hasher.write_usize(entry.value.len());
+    hasher.write(&entry.value);
+    hasher.write_u64(entry.revision);
+    hasher.finish()
+}
+
+/// [`KvState::digest`] of a whole map.
+fn digest_of(entries: &BTreeMap<Bytes, Entry>) -> u64 {
+    entries.iter().fold(0, |sum, (key, entry)| {
+        sum.wrapping_add(entry_digest(key, entry))
+    })
 }
 
 /// Decodes `bytes` as one `T` with nothing after it.
@@ -280,6 +318,26 @@ mod tests {
                 key: Bytes::copy_from_slice(key.as_bytes()),
             },
         })
+    }
+
+    #[test]
+    fn the_digest_follows_the_entries_and_survives_a_snapshot() {
+        let mut kv = KvState::new();
+        assert_eq!(kv.digest(), 0);
+        kv.apply(1, &put(1, "a", "x", None));
+        let one_key = kv.digest();
+        assert_ne!(one_key, 0);
+        kv.apply(2, &put(2, "b", "y", None));
+        kv.apply(3, &del(3, "b"));
+        // Same entries as after slot 1, so the same digest: it is a function of the entries.
+        assert_eq!(kv.digest(), one_key);
+        kv.apply(4, &put(4, "a", "x", None));
+        assert_ne!(kv.digest(), one_key, "a new revision changes the digest");
+        let restored = KvState::from_snapshot_bytes(&kv.to_snapshot_bytes()).expect("decodes");
+        assert_eq!(restored.digest(), kv.digest());
+        let mut other = KvState::new();
+        other.apply(1, &put(9, "a", "z", None));
+        assert_ne!(other.digest(), one_key, "another value, another digest");
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! - [`kv`]: the deterministic key-value state machine that decided commands are applied to;
 //!   [`applied_ids`] is its at-most-once record: one window of applied counters per origin.
 //! - [`net`]: the datagram envelope (`codec`), what travels in it (`wire`), the UDP transport.
-//! - [`node`]: the daemon: owns the core, the WAL (synced on a thread of its own), the sockets
-//!   and the timers; runs the core's effects in the safe order (votes leave only once the WAL
-//!   thread reports them durable).
+//! - [`node`]: the node. Its driver (`node::driver`) decides everything without IO (core,
+//!   key-value state, pending requests, snapshots) and is what the simulator runs; the event
+//!   loop around it owns the sockets, the timers and the WAL (synced on a thread of its own) and
+//!   carries the driver's effects out (votes leave only once the WAL reports them durable).
+//!   `docs/architecture.md` shows the data flow.
 //! - [`server`]: HTTP and line-protocol front ends; they talk to the node through a `Store`.
 //! - [`metrics`]: Prometheus metrics served on `/_metrics`.
 //! - [`snapshot`]: state-machine snapshots on disk and in chunks on the wire.

@@ -110,11 +110,17 @@ fn run(nodes: usize, seed: u64, seconds: u64) -> Result<Figures, String> {
             }
         }
     }
+    // Convergence: with the faults healed, every node reaches the same slot and state digest.
+    let converged =
+        support::cluster::wait_converged(&cluster.cluster.nodes, Duration::from_secs(15));
+    if let Err(why) = &converged {
+        failures.push(format!("convergence: {why}"));
+    }
     let counts = cluster.proxy.counts();
     figures.summary = format!(
         "chaos: {nodes} nodes, seed {seed}, {seconds} s: {} operations checked ({} unknown) over {} keys; \
          faults injected {} {:?}; datagrams forwarded {}, dropped {}, duplicated {}, delayed {}, \
-         cut by partitions {}; unexpected answers {}; violations {}",
+         cut by partitions {}; unexpected answers {}; converged at slot {:?}; violations {}",
         figures.ops,
         figures.unknown,
         figures.keys,
@@ -126,6 +132,7 @@ fn run(nodes: usize, seed: u64, seconds: u64) -> Result<Figures, String> {
         counts.delayed.load(Ordering::Relaxed),
         counts.partitioned.load(Ordering::Relaxed),
         unexpected.len(),
+        converged.as_ref().ok(),
         failures.len(),
     );
     println!("{}", figures.summary);
@@ -136,7 +143,7 @@ fn run(nodes: usize, seed: u64, seconds: u64) -> Result<Figures, String> {
         Ok(figures)
     } else {
         Err(format!(
-            "{}\nNOT LINEARIZABLE (seed {seed}); replay: CHAOS_SEED={seed} CHAOS_NODES={nodes} \
+            "{}\nNOT LINEARIZABLE OR NOT CONVERGED (seed {seed}); replay: CHAOS_SEED={seed} CHAOS_NODES={nodes} \
              CHAOS_SECONDS={seconds} cargo test --test chaos -- --nocapture\nnemesis:\n  {}\n{}\nnode logs:\n{}",
             figures.summary,
             nemesis.log.join("\n  "),

@@ -24,30 +24,6 @@ const NODES: usize = 3;
 /// Each client write gives up after this long (the node's own request timeout is shorter).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Writes fresh keys through node port `port` until `stop`; acknowledged ones go to `acked`.
-fn writer(port: u16, prefix: &str, stop: &AtomicBool, acked: &Mutex<BTreeMap<String, String>>) {
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_millis(300))
-        .timeout(CLIENT_TIMEOUT)
-        .build();
-    let mut i = 0u64;
-    while !stop.load(Ordering::Relaxed) && i < 100_000 {
-        let key = format!("{prefix}-{i}");
-        let value = format!("value-of-{key}");
-        if let Ok(r) = agent
-            .put(&format!("http://127.0.0.1:{port}/{key}"))
-            .send_string(&value)
-        {
-            if r.status() == 200 || r.status() == 201 {
-                acked.lock().expect("acked").insert(key, value);
-            }
-        } else {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        i += 1;
-    }
-}
-
 #[test]
 fn whole_cluster_kill9_cycles_under_load_lose_no_acknowledged_write() {
     let cycles = std::env::var("KILL_CYCLES")
@@ -73,7 +49,7 @@ fn whole_cluster_kill9_cycles_under_load_lose_no_acknowledged_write() {
             for (client, &port) in ports.iter().enumerate() {
                 let (stop, acked) = (&stop, &acked);
                 let prefix = format!("cycle{cycle}-c{client}");
-                scope.spawn(move || writer(port, &prefix, stop, acked));
+                scope.spawn(move || write_fresh_keys(port, &prefix, CLIENT_TIMEOUT, stop, acked));
             }
             std::thread::sleep(Duration::from_millis(LOAD_MS));
             // kill -9 every node while writes are in flight.
@@ -91,20 +67,21 @@ fn whole_cluster_kill9_cycles_under_load_lose_no_acknowledged_write() {
     }
     cluster.wait_ready(0);
     let acked = acked.into_inner().expect("acked");
-    let mut lost = Vec::new();
-    for (n, (key, value)) in acked.iter().enumerate() {
-        let a = get(&cluster.nodes[n % NODES], key);
-        if a.status != 200 || a.body != value.as_bytes() {
-            lost.push(format!("{key}: {} {}", a.status, a.body_text()));
-        }
-    }
+    let lost = lost_writes(&cluster.nodes, &acked);
+    let converged = wait_converged(&cluster.nodes, Duration::from_secs(10));
     println!(
-        "durability: kill cycles: {cycles} (whole cluster, kill -9 under load), acknowledged writes: {}, lost: {} ({:.1} s)",
+        "durability: kill cycles: {cycles} (whole cluster, kill -9 under load), acknowledged writes: {}, lost: {}, converged at slot {converged:?} ({:.1} s)",
         acked.len(),
         lost.len(),
         started.elapsed().as_secs_f64()
     );
     assert!(!acked.is_empty(), "no write was acknowledged at all");
+    if let Err(why) = converged {
+        panic!(
+            "convergence after the kill cycles: {why}\n{}",
+            cluster.logs()
+        );
+    }
     assert!(
         lost.is_empty(),
         "{} acknowledged writes lost: {:?}\n{}",

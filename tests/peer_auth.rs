@@ -60,6 +60,7 @@ fn answer_join_queries(
             };
             let info = Wire::Paxos(Message::JoinInfo {
                 voter: true,
+                log_start: 0,
                 promised: Ballot {
                     round: 0,
                     node: NodeId(0),

@@ -12,6 +12,7 @@
 
 mod sim;
 
+use consens::node::driver::PlantedBug;
 use sim::linearizability::{check_key, HistOp, KvOp, NotLinearizable, Observed};
 use sim::Report;
 use std::io::Write;
@@ -20,6 +21,8 @@ use std::sync::Mutex;
 
 /// Seeds in the CI batch (`cargo test`): sized to take 1–3 minutes on 2 cores.
 const CI_SEEDS: u64 = 4_000;
+/// Each planted bug must be caught within this many seeds (counted from seed 1).
+const PLANTED_BUG_SEEDS_MAX: u64 = 200;
 /// Threads the batch runs on.
 const WORKERS: usize = 2;
 /// Each worker's stack (the linearizability search recurses once per operation).
@@ -67,7 +70,12 @@ fn report_failure(report: &Report) {
 
 /// Runs one seed; a panic (an assertion of the core or of the simulator) is a violation.
 fn run_catching(seed: u64) -> Report {
-    match std::panic::catch_unwind(|| sim::run(seed)) {
+    run_catching_with(seed, None)
+}
+
+/// [`run_catching`] with a bug planted in every node's driver.
+fn run_catching_with(seed: u64, bug: Option<PlantedBug>) -> Report {
+    match std::panic::catch_unwind(|| sim::run_with(seed, bug)) {
         Ok(report) => report,
         Err(panic) => {
             let why = panic
@@ -140,16 +148,26 @@ fn simulation() {
             again.seed, again.trace_hash
         ));
     }
+    let ops: u64 = reports.iter().map(|r| r.ops).sum();
+    let faults: u64 = reports.iter().map(|r| r.faults).sum();
+    let taken: u64 = reports.iter().map(|r| r.snapshots_taken).sum();
+    let installed: u64 = reports.iter().map(|r| r.snapshots_installed).sum();
+    // Snapshots and compaction must be exercised by every run, or the batch proves less than
+    // it claims.
+    for report in reports.iter_mut().filter(|r| r.snapshots_taken == 0) {
+        report
+            .violations
+            .push("coverage: no node took a snapshot in this run".to_string());
+    }
     let mut violations = 0;
     for report in reports.iter().filter(|r| !r.violations.is_empty()) {
         violations += report.violations.len();
         report_failure(report);
     }
-    let ops: u64 = reports.iter().map(|r| r.ops).sum();
-    let faults: u64 = reports.iter().map(|r| r.faults).sum();
     eprintln!("simulation took {:.1?}", started.elapsed());
     out(&format!(
-        "simulation: {} seeds, {ops} client ops, {faults} faults, {violations} violations",
+        "simulation: {} seeds, {ops} client ops, {faults} faults, {taken} snapshots taken, \
+         {installed} installed from peers, {violations} violations",
         reports.len()
     ));
     let failed: Vec<u64> = reports
@@ -207,4 +225,43 @@ fn linearizability_checker_rejects_a_stale_read() {
         read(5, 6, Some((7, 4))),
     ];
     assert!(check_key(flip).is_err());
+}
+
+/// The simulator has teeth: each bug planted in the driver is caught within
+/// [`PLANTED_BUG_SEEDS_MAX`] seeds. Prints the first seed that caught each, for `docs/paxos.md`.
+#[test]
+fn planted_driver_bugs_are_caught() {
+    let bugs = [
+        PlantedBug::DurableBeforeSync,
+        PlantedBug::ReadBeforeApply,
+        PlantedBug::DropPendingOnLeaderChange,
+        PlantedBug::CompactBeforeSnapshotDurable,
+        PlantedBug::InstallSkipsSlot,
+        PlantedBug::InstallOlderSnapshot,
+    ];
+    let mut missed = Vec::new();
+    for bug in bugs {
+        let caught = std::thread::Builder::new()
+            .stack_size(WORKER_STACK_BYTES)
+            .spawn(move || {
+                (1..=PLANTED_BUG_SEEDS_MAX).find_map(|seed| {
+                    let report = run_catching_with(seed, Some(bug));
+                    report.violations.first().map(|v| (seed, v.clone()))
+                })
+            })
+            .expect("spawn")
+            .join()
+            .expect("the search finished");
+        match caught {
+            Some((seed, violation)) => {
+                let short: String = violation.chars().take(160).collect();
+                out(&format!("planted {bug:?}: caught by seed {seed}: {short}"));
+            }
+            None => missed.push(bug),
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "planted bugs not caught within {PLANTED_BUG_SEEDS_MAX} seeds: {missed:?}"
+    );
 }

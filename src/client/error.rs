@@ -4,7 +4,7 @@
 //! certainly **not** applied ([`ClientError::NoQuorum`], [`ClientError::Unavailable`],
 //! [`ClientError::InvalidRequest`], [`ClientError::Rejected`], [`ClientError::AllNodesFailed`])
 //! and [`ClientError::OutcomeUnknown`], where a write was sent and may or may not have been
-//! decided (GUIDE.md §4: timeouts are not failures). Only the first kind is safe to retry blindly.
+//! decided (`docs/architecture.md`: timeouts are not failures). Only the first kind is safe to retry blindly.
 
 /// Why a [`crate::client::Client`] request failed.
 #[derive(Debug, thiserror::Error)]

@@ -115,6 +115,9 @@ pub struct Status {
     pub decided: u64,
     /// The highest slot applied to the key-value state.
     pub applied: u64,
+    /// The digest of the key-value state at `applied` (16 hex digits): nodes at the same
+    /// applied slot must show the same digest.
+    pub digest: String,
     /// How many members the cluster has, this node included.
     pub members: u64,
     /// How many members the node heard from recently, itself included.
@@ -154,6 +157,7 @@ pub(crate) fn parse_status(line: &[u8]) -> Result<Status, String> {
         ballot: text_field("ballot")?,
         decided: number("decided")?,
         applied: number("applied")?,
+        digest: text_field("digest")?,
         members: number("members")?,
         heard: number("heard")?,
         healthy: text_field("healthy")? == "true",
@@ -222,7 +226,7 @@ mod tests {
     #[test]
     fn status_line() {
         let line = b"node=127.0.0.1:3000 id=0 role=leader leader=127.0.0.1:3000 ballot=2.0 \
-decided=12 applied=12 members=3 heard=3 healthy=true";
+decided=12 applied=12 digest=00000000000000ab members=3 heard=3 healthy=true";
         let status = parse_status(line).expect("parses");
         assert_eq!(status.node, "127.0.0.1:3000");
         assert_eq!(status.role, "leader");
@@ -230,7 +234,7 @@ decided=12 applied=12 members=3 heard=3 healthy=true";
         assert_eq!((status.decided, status.members, status.heard), (12, 3, 3));
         assert!(status.healthy);
         let no_leader = parse_status(
-            b"node=a id=1 role=follower leader=- ballot=0.0 decided=0 applied=0 members=3 heard=1 healthy=false",
+            b"node=a id=1 role=follower leader=- ballot=0.0 decided=0 applied=0 digest=0000000000000000 members=3 heard=1 healthy=false",
         )
         .expect("parses");
         assert_eq!(no_leader.leader, None);

@@ -27,7 +27,7 @@
 //! from the claimed length (up to its 1 MiB "cautious" cap) before any element is read.
 //! `tests/fuzz_harness.rs` holds decoding to an allocation budget proportional to the datagram,
 //! and `fuzz/fuzz_targets/datagram.rs` fuzzes it (keyed and unkeyed). A datagram is
-//! at most [`DATAGRAM_BYTES_MAX`] bytes, so senders batch up to that budget (GUIDE.md §4, UDP).
+//! at most [`DATAGRAM_BYTES_MAX`] bytes, so senders batch up to that budget (`docs/reliability.md`).
 
 use serde::{de::DeserializeOwned, Serialize};
 

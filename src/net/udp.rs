@@ -1,6 +1,6 @@
 //! The peer transport: one UDP socket per node, a receive task, and counters of what was dropped.
 //!
-//! Datagrams are lost, duplicated, reordered and may come from anyone (`GUIDE.md` §4), so the
+//! Datagrams are lost, duplicated, reordered and may come from anyone (`docs/reliability.md`), so the
 //! receiver checks everything before the event loop sees it: size, envelope, cluster identity,
 //! the MAC when the cluster has a key (`docs/security.md`), that the claimed sender is a member,
 //! and that the datagram came from that member's address.

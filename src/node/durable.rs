@@ -1,7 +1,7 @@
 //! The WAL adapter: maps the core's [`Record`]s to WAL records and back, and keeps the log small.
 //!
 //! The WAL knows bytes and LSNs; the core knows records and persist indexes. This adapter is the
-//! thin layer between them (`GUIDE.md` §1):
+//! thin layer between them (`docs/architecture.md`):
 //! - **Encoding.** Every core record is one WAL record of type [`CONSENSUS_RECORD_TYPE`] whose
 //!   payload is the postcard encoding of [`Record`] (`wal-format.md` §6).
 //! - **Persist indexes.** The core numbers the records it hands out 1, 2, 3…; after a sync the
@@ -221,7 +221,7 @@ impl Durable {
             // The checkpoint must not overtake records still waiting for space.
             return Ok(None);
         }
-        let checkpoint = checkpoint_records(&self.mirror);
+        let checkpoint = self.mirror.checkpoint();
         let first = self.wal.next_lsn();
         for record in &checkpoint {
             match self.append_one(record) {
@@ -272,35 +272,6 @@ impl Drop for Durable {
             let _ = handle.join();
         }
     }
-}
-
-/// The records that rebuild `state` on their own: what must survive when older segments go.
-fn checkpoint_records(state: &Recovered) -> Vec<Record> {
-    let mut records = vec![Record::Promised {
-        ballot: state.promised,
-    }];
-    if state.voter {
-        records.push(Record::Joined);
-    }
-    for (slot, (ballot, value)) in &state.accepted {
-        records.push(Record::Accepted {
-            slot: *slot,
-            ballot: *ballot,
-            value: value.clone(),
-        });
-    }
-    for (slot, value) in &state.chosen {
-        records.push(Record::Chosen {
-            slot: *slot,
-            value: value.clone(),
-        });
-    }
-    if state.decided_upto > state.snapshot {
-        records.push(Record::Decided {
-            upto: state.decided_upto,
-        });
-    }
-    records
 }
 
 /// A one-line summary of a WAL record's payload, for `consens wal dump`.

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// Requests the event loop accepts from handles.
-pub(crate) enum Request {
+/// Requests the node's driver accepts from handles (and from the simulator's clients).
+pub enum Request {
     Write {
         op: Op,
         reply: oneshot::Sender<Result<Outcome, StoreError>>,

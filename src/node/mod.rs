@@ -10,14 +10,17 @@
 //! 4. run the event loop until SIGTERM or Ctrl-C, then stop accepting clients, let in-flight
 //!    requests finish, sync the WAL and exit.
 //!
-//! Layout: `event_loop` (the single owner of core and kv), `wal_writer` (the thread that owns
-//! the WAL and runs group commit), `durable` (WAL adapter), `handle` (the servers' `Store`),
-//! `transfer` (snapshot files and shipping), `identity` (members and boot counter files),
-//! `status` (the `/_status` view), `memory` (memory work kept off the serving threads).
+//! Layout: `driver` (every decision of the node, without IO: core, kv, pending requests,
+//! snapshot policy; the simulator runs it too), `event_loop` (the tokio shell that feeds the
+//! driver and carries out its effects), `wal_writer` (the thread that owns the WAL and runs
+//! group commit), `durable` (WAL adapter), `handle` (the servers' `Store`), `transfer`
+//! (snapshot shipping), `identity` (members and boot counter files), `status` (the `/_status`
+//! view), `memory` (memory work kept off the serving threads).
 
+pub mod driver;
 pub mod durable;
 pub(crate) mod event_loop;
-pub(crate) mod handle;
+pub mod handle;
 pub mod identity;
 pub mod memory;
 pub(crate) mod status;
@@ -25,21 +28,20 @@ pub mod transfer;
 pub(crate) mod wal_writer;
 
 use crate::config::ServeConfig;
-use crate::kv::KvState;
 use crate::metrics::Metrics;
 use crate::net::codec::Header;
 use crate::net::udp::{self, PeerNet};
-use crate::paxos::{Config as CoreConfig, Replica};
+use crate::paxos::Config as CoreConfig;
 use crate::server::{http, line, NodeStatus};
 use crate::wal::{WalIdentity, WalOptions};
+use driver::{Driver, DriverConfig};
 use durable::Durable;
-use event_loop::{LoopConfig, LoopParts, NodeLoop};
+use event_loop::{LoopParts, NodeLoop, SnapshotFiles};
 use handle::NodeHandle;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
-use transfer::SnapshotTransfer;
 use wal_writer::WalWriter;
 
 /// Capacity of the queue from client handles to the event loop (requests beyond it wait).
@@ -86,35 +88,52 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
     identity::check_members(data_dir, &config.members)?;
     let boot = identity::next_boot(data_dir)?;
 
-    // Recover: snapshot first (it bounds what the WAL still has to cover), then the WAL.
-    let mut transfer = SnapshotTransfer::open(&snapshot_dir, config.cluster_id)?;
-    let (kv, snapshot_slot) = match transfer.take_loaded() {
-        Some((slot, payload)) => {
-            let kv =
-                KvState::from_snapshot_bytes(&payload).map_err(|e| NodeError::SnapshotState {
-                    dir: snapshot_dir.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            (kv, slot)
-        }
-        None => (KvState::new(), 0),
-    };
+    // Recover: the newest snapshot and the WAL; the driver folds them together.
+    let snapshot = crate::snapshot::load_latest(&snapshot_dir, config.cluster_id)?;
     let wal_options = WalOptions::new(WalIdentity {
         cluster_id: config.cluster_id,
         node_id: config.node_id.0,
-    });
-    let (mut durable, mut recovered) = Durable::open(&wal_dir, wal_options)?;
-    if snapshot_slot > 0 {
-        // At start-up nothing waits: freeing inline is fine.
-        drop(recovered.snapshot_installed(snapshot_slot));
-        durable.snapshot_installed(snapshot_slot);
+    })
+    .planted_sync_bug(config.planted_sync_bug);
+    if let Some(bug) = config.planted_sync_bug {
+        tracing::warn!(
+            ?bug,
+            "the WAL's sync is broken on purpose: acknowledged writes can be lost"
+        );
     }
+    let (durable, recovered) = Durable::open(&wal_dir, wal_options)?;
 
     let members = u16::try_from(config.members.len()).expect("member count is validated by config");
     let mut core_config = CoreConfig::new(config.node_id, members);
     core_config.log_retain_slots = config.catch_up_retain_slots;
     let seed = random_seed(boot, config.node_id.0);
-    let replica = Replica::new(core_config, recovered, seed);
+    let metrics = Arc::new(Metrics::new());
+    let driver_config = DriverConfig {
+        node: config.node_id,
+        members: config.members.clone(),
+        advertise: config.advertise.clone(),
+        request_timeout_ms: config.request_timeout.as_millis() as u64,
+        snapshot_every_slots: config.snapshot_every_slots,
+        snapshot_every_bytes: config.snapshot_every_bytes,
+        boot,
+        observe: false,
+        planted_bug: None,
+    };
+    let driver = Driver::recover(
+        driver_config,
+        core_config,
+        recovered,
+        snapshot
+            .as_ref()
+            .map(|(slot, payload)| (*slot, payload.as_slice())),
+        metrics.clone(),
+        seed,
+    )
+    .map_err(|e| NodeError::SnapshotState {
+        dir: snapshot_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    drop(snapshot);
 
     // Bind everything before announcing readiness.
     let peer_socket = UdpSocket::bind(config.peer_bind_addr)
@@ -138,7 +157,6 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
     let http_listener = listen("listen for HTTP on", config.http_addr).await?;
     let line_listener = listen("listen for the line protocol on", config.line_addr).await?;
 
-    let metrics = Arc::new(Metrics::new());
     let (inbound_tx, inbound_rx) = mpsc::channel(udp::INBOUND_QUEUE_DATAGRAMS_MAX);
     let receiver = tokio::spawn(udp::receive_loop(
         peer_socket.clone(),
@@ -176,26 +194,18 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
     };
 
     let node_loop = NodeLoop::new(LoopParts {
-        config: LoopConfig {
-            node: config.node_id,
-            members: config.members.clone(),
-            advertise: config.advertise.clone(),
-            request_timeout: config.request_timeout,
-            snapshot_every_slots: config.snapshot_every_slots,
-            snapshot_every_bytes: config.snapshot_every_bytes,
-            boot,
-        },
-        replica,
-        kv,
+        driver,
         wal,
         wal_events: wal_events_rx,
         peers,
-        transfer,
+        snapshots: SnapshotFiles {
+            dir: snapshot_dir.clone(),
+            cluster_id: config.cluster_id,
+        },
         requests: requests_rx,
         inbound: inbound_rx,
         status_tx,
         healthy,
-        snapshot_slot,
     });
 
     // Shutdown: the signal flips `stop`; servers stop accepting and finish in-flight requests;

@@ -1,13 +1,18 @@
-//! The `/_status` view of a node, built by the event loop from the core's status.
+//! The `/_status` view of a node, built by the driver from the core's status.
 
 use crate::config::ServeConfig;
+use crate::kv::KvState;
 use crate::metrics::Metrics;
-use crate::node::event_loop::LoopConfig;
+use crate::node::driver::DriverConfig;
 use crate::paxos::ReplicaStatus;
 use crate::server::{MemberStatus, NodeStatus};
-use std::time::Instant;
 
-/// The status before the event loop has published one.
+/// The state digest as it is shown: 16 hex digits.
+pub fn digest_text(digest: u64) -> String {
+    format!("{digest:016x}")
+}
+
+/// The status before the driver has published one.
 pub fn initial(config: &ServeConfig) -> NodeStatus {
     NodeStatus {
         node: config.advertise.clone(),
@@ -17,6 +22,7 @@ pub fn initial(config: &ServeConfig) -> NodeStatus {
         ballot: "0.0".into(),
         decided: 0,
         applied: 0,
+        digest: digest_text(0),
         members: config
             .members
             .iter()
@@ -31,13 +37,13 @@ pub fn initial(config: &ServeConfig) -> NodeStatus {
     }
 }
 
-/// The status now.
+/// The status now (`now_ms` and `last_heard_ms` on the caller's clock).
 pub fn build(
-    config: &LoopConfig,
+    config: &DriverConfig,
     core: &ReplicaStatus,
-    applied: u64,
-    last_heard: &[Option<Instant>],
-    now: Instant,
+    kv: &KvState,
+    last_heard_ms: &[Option<u64>],
+    now_ms: u64,
     metrics: &Metrics,
 ) -> NodeStatus {
     NodeStatus {
@@ -50,7 +56,8 @@ pub fn build(
             .map(|a| a.to_string()),
         ballot: core.promised.to_string(),
         decided: core.decided,
-        applied,
+        applied: kv.applied(),
+        digest: digest_text(kv.digest()),
         members: config
             .members
             .iter()
@@ -63,11 +70,11 @@ pub fn build(
                     last_heard_ms_ago: if is_self {
                         Some(0)
                     } else {
-                        last_heard
+                        last_heard_ms
                             .get(i)
                             .copied()
                             .flatten()
-                            .map(|t| now.duration_since(t).as_millis() as u64)
+                            .map(|t| now_ms.saturating_sub(t))
                     },
                 }
             })

@@ -1,32 +1,18 @@
-//! Snapshot files and shipping: this node's newest snapshot, sending it to peers that fell behind
-//! the compacted log, and assembling one from a peer.
+//! Snapshot shipping: chunks of this node's newest snapshot for peers that fell behind the
+//! compacted log, and a snapshot assembled from a peer's chunks. No IO: chunks to send are
+//! handed back to the driver ([`crate::node::driver`]), which puts them in its effects; files are
+//! the shell's business.
 //!
 //! Sending is paced and repeated rather than acknowledged chunk by chunk: while a peer keeps
 //! asking (its core keeps requesting catch-up, so ours keeps naming it in `send_snapshot`), every
 //! tick sends the next few chunks, cycling through the snapshot; a receiver keeps what it got and
 //! fills the gaps on the next pass. A peer that stopped asking (it installed the snapshot) is
 //! dropped after [`TRANSFER_IDLE_TICKS`].
-//!
-//! The node's own snapshots are written on a short-lived thread
-//! ([`SnapshotTransfer::store_in_background`]): a large key space runs to megabytes, and
-//! serializing, writing and two fsyncs on the event loop stalled every client for tens of
-//! milliseconds.
 
-use crate::net::udp::PeerNet;
-use crate::net::wire::Wire;
 use crate::paxos::types::NodeId;
-use crate::snapshot::{self, SnapshotChunk, SnapshotError, SnapshotMeta, SNAPSHOT_BYTES_MAX};
+use crate::snapshot::{self, SnapshotChunk, SnapshotMeta, SNAPSHOT_BYTES_MAX};
 use bytes::Bytes;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use tokio::sync::mpsc::UnboundedSender;
-
-/// A background snapshot write finished (see [`SnapshotTransfer::store_in_background`]).
-pub struct SnapshotWritten {
-    pub slot: u64,
-    pub payload: Vec<u8>,
-    pub result: Result<(), SnapshotError>,
-}
 
 /// Chunks sent to one peer per tick (about 1 MB: loopback and LAN sockets keep up).
 pub const CHUNKS_PER_TICK: usize = 16;
@@ -44,78 +30,31 @@ struct Incoming {
     bytes: u64,
 }
 
-/// This node's snapshots, on disk and in flight.
+/// This node's snapshots in flight, both ways.
+#[derive(Default)]
 pub struct SnapshotTransfer {
-    dir: PathBuf,
-    cluster_id: u64,
-    /// The newest snapshot (own or installed) as chunks ready to send, with its slot.
+    /// The newest durable snapshot (own or installed) as chunks ready to send, with its slot.
     latest: Option<(u64, Vec<SnapshotChunk>)>,
-    /// Its payload as loaded at start (handed to the state machine once).
-    loaded: Option<(u64, Vec<u8>)>,
     outgoing: BTreeMap<NodeId, Outgoing>,
     incoming: Option<Incoming>,
     ticks: u64,
 }
 
 impl SnapshotTransfer {
-    /// Opens the snapshot directory and loads the newest snapshot (a corrupt one is an error).
-    pub fn open(dir: &Path, cluster_id: u64) -> Result<SnapshotTransfer, SnapshotError> {
-        let loaded = snapshot::load_latest(dir, cluster_id)?;
-        let latest = loaded.as_ref().map(|(slot, payload)| {
-            (
-                *slot,
-                snapshot::chunks(*slot, &Bytes::from(payload.clone())),
-            )
-        });
-        Ok(SnapshotTransfer {
-            dir: dir.to_path_buf(),
-            cluster_id,
-            latest,
-            loaded,
-            outgoing: BTreeMap::new(),
-            incoming: None,
-            ticks: 0,
-        })
-    }
-
-    /// The snapshot loaded at start, once: (slot, payload).
-    pub fn take_loaded(&mut self) -> Option<(u64, Vec<u8>)> {
-        self.loaded.take()
-    }
-
-    /// Stores a snapshot durably (own, or received from a peer) and makes it the one we send.
-    pub fn store(&mut self, slot: u64, payload: Vec<u8>) -> Result<(), SnapshotError> {
-        snapshot::store(&self.dir, self.cluster_id, slot, &payload)?;
-        self.stored(slot, payload);
-        Ok(())
-    }
-
-    /// Writes a snapshot durably on a thread of its own (megabytes and two fsyncs must not stall
-    /// the event loop) and reports to `done`; the caller then hands it back to [`Self::stored`].
-    /// An error means no thread could be started and nothing will be reported.
-    /// `serialize` runs on that thread too, so the caller only pays for a copy of its state.
-    pub fn store_in_background(
-        &self,
-        slot: u64,
-        serialize: impl FnOnce() -> Vec<u8> + Send + 'static,
-        done: UnboundedSender<SnapshotWritten>,
-    ) -> std::io::Result<()> {
-        let (dir, cluster_id) = (self.dir.clone(), self.cluster_id);
-        let spawned = std::thread::Builder::new()
-            .name("consens-snapshot".to_string())
-            .spawn(move || {
-                let payload = serialize();
-                let result = snapshot::store(&dir, cluster_id, slot, &payload);
-                let _ = done.send(SnapshotWritten {
+    /// Shipping that starts with `latest` (slot, payload), the snapshot found on disk at start.
+    pub fn new(latest: Option<(u64, &[u8])>) -> SnapshotTransfer {
+        SnapshotTransfer {
+            latest: latest.map(|(slot, payload)| {
+                (
                     slot,
-                    payload,
-                    result,
-                });
-            });
-        spawned.map(|_| ())
+                    snapshot::chunks(slot, &Bytes::copy_from_slice(payload)),
+                )
+            }),
+            ..SnapshotTransfer::default()
+        }
     }
 
-    /// A snapshot of ours is durable: make it the one we send.
+    /// A snapshot (own or a peer's) is durable here: make it the one we send.
     pub fn stored(&mut self, slot: u64, payload: Vec<u8>) {
         self.latest = Some((slot, snapshot::chunks(slot, &Bytes::from(payload))));
     }
@@ -132,8 +71,8 @@ impl SnapshotTransfer {
             .asked_at = ticks;
     }
 
-    /// Sends the next chunks to every peer that still asks; returns how many went out.
-    pub fn tick(&mut self, peers: &mut PeerNet) -> usize {
+    /// Hands the next chunks for every peer that still asks to `send`; returns how many.
+    pub fn tick(&mut self, send: &mut impl FnMut(NodeId, SnapshotChunk)) -> usize {
         self.ticks += 1;
         let ticks = self.ticks;
         self.outgoing
@@ -145,7 +84,7 @@ impl SnapshotTransfer {
         for (peer, out) in self.outgoing.iter_mut() {
             for _ in 0..CHUNKS_PER_TICK.min(chunks.len()) {
                 let chunk = &chunks[out.next % chunks.len()];
-                peers.send(*peer, &Wire::Snapshot(chunk.clone()));
+                send(*peer, chunk.clone());
                 out.next = (out.next + 1) % chunks.len();
                 sent += 1;
             }

@@ -7,7 +7,7 @@
 //! pipeline: one sync in flight per node at all times under load, and never a loop stalled on
 //! the disk. After each sync the thread reports the core's new durable persist index back as a
 //! [`WalEvent::Durable`]; only then does the core release the promises and votes that depend on
-//! it (`send_after_persist`), so the ordering rule of `GUIDE.md` is unchanged.
+//! it, so the ordering rule (`docs/architecture.md`) is unchanged.
 //!
 //! Order is the channel's order: records, checkpoints ([`WalCommand::Compact`]) and snapshot
 //! marks are applied exactly in the order the loop issued them.
@@ -17,10 +17,10 @@
 //! other WAL error, ends the process (fsyncgate: see [`fatal_wal_error`]).
 
 use crate::metrics::Metrics;
+use crate::node::driver::{StorageOp, WalEvent};
 use crate::node::durable::{Durable, PersistError};
 use crate::paxos::types::Slot;
-use crate::paxos::{PersistIndex, Record};
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::paxos::Record;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -42,22 +42,10 @@ enum WalCommand {
     Compact(Slot),
 }
 
-/// What the WAL thread tells the event loop.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WalEvent {
-    /// Core records up to this persist index are durable.
-    Durable(PersistIndex),
-    /// Appends fail for lack of space; the node must answer "unavailable".
-    DiskFull(String),
-    /// Appends work again.
-    DiskOk,
-}
-
 /// The loop's handle on the WAL thread.
 pub struct WalWriter {
     commands: Option<Sender<WalCommand>>,
     thread: Option<JoinHandle<()>>,
-    bytes_appended: Arc<AtomicU64>,
 }
 
 impl WalWriter {
@@ -68,12 +56,11 @@ impl WalWriter {
         events: UnboundedSender<WalEvent>,
     ) -> std::io::Result<WalWriter> {
         let (commands, inbox) = std::sync::mpsc::channel();
-        let bytes_appended = Arc::new(AtomicU64::new(0));
         let worker = Worker {
             durable,
             metrics,
             events,
-            bytes_appended: bytes_appended.clone(),
+            bytes_reported: 0,
             disk_full: false,
             retry_ms: DISK_FULL_RETRY_MS_MIN,
         };
@@ -83,30 +70,24 @@ impl WalWriter {
         Ok(WalWriter {
             commands: Some(commands),
             thread: Some(thread),
-            bytes_appended,
         })
     }
 
-    /// Queues records for append and sync; durability is reported later as a [`WalEvent`].
+    /// Queues one of the driver's storage operations; durability is reported later as a
+    /// [`WalEvent`].
+    pub fn run(&self, op: StorageOp) {
+        match op {
+            StorageOp::Persist(records) => self.persist(records),
+            StorageOp::SnapshotInstalled(slot) => self.send(WalCommand::SnapshotInstalled(slot)),
+            StorageOp::Compact(slot) => self.send(WalCommand::Compact(slot)),
+        }
+    }
+
+    /// Queues records for append and sync.
     pub fn persist(&self, records: Vec<Record>) {
         if !records.is_empty() {
             self.send(WalCommand::Persist(records));
         }
-    }
-
-    /// A snapshot from a peer now covers slots `<= slot`.
-    pub fn snapshot_installed(&self, slot: Slot) {
-        self.send(WalCommand::SnapshotInstalled(slot));
-    }
-
-    /// Our own snapshot durably covers slots `<= slot`: checkpoint, sync and compact.
-    pub fn compact(&self, slot: Slot) {
-        self.send(WalCommand::Compact(slot));
-    }
-
-    /// Payload bytes appended since the node started (snapshots are triggered by its growth).
-    pub fn bytes_appended(&self) -> u64 {
-        self.bytes_appended.load(Ordering::Relaxed)
     }
 
     /// Appends and syncs everything queued, then stops the thread.
@@ -141,7 +122,8 @@ struct Worker {
     durable: Durable,
     metrics: Arc<Metrics>,
     events: UnboundedSender<WalEvent>,
-    bytes_appended: Arc<AtomicU64>,
+    /// The WAL's byte count as last reported (for the metric's increments).
+    bytes_reported: u64,
     /// The last report was `DiskFull`.
     disk_full: bool,
     /// Current back-off while the disk is full.
@@ -192,7 +174,10 @@ impl Worker {
             WalCommand::Compact(slot) => {
                 // `compact` syncs the checkpoint with everything appended before it (one msync).
                 match self.durable.compact(slot) {
-                    Ok(Some(upto)) => self.report(WalEvent::Durable(upto)),
+                    Ok(Some(upto)) => self.report(WalEvent::Durable {
+                        upto,
+                        wal_bytes: self.durable.bytes_total(),
+                    }),
                     Ok(None) => {}
                     Err(PersistError::DiskFull(reason)) => {
                         tracing::warn!(%reason, "WAL compaction postponed: disk full");
@@ -237,17 +222,21 @@ impl Worker {
             return;
         }
         let started = Instant::now();
-        let before = self.bytes_appended.load(Ordering::Relaxed);
         match self.durable.sync() {
             Ok(durable) => {
                 self.metrics
                     .wal_sync_seconds
                     .observe(started.elapsed().as_secs_f64());
                 let total = self.durable.bytes_total();
-                self.metrics.wal_bytes.inc_by(total.saturating_sub(before));
-                self.bytes_appended.store(total, Ordering::Relaxed);
+                self.metrics
+                    .wal_bytes
+                    .inc_by(total.saturating_sub(self.bytes_reported));
+                self.bytes_reported = total;
                 if let Some(upto) = durable {
-                    self.report(WalEvent::Durable(upto));
+                    self.report(WalEvent::Durable {
+                        upto,
+                        wal_bytes: total,
+                    });
                 }
             }
             Err(e) => fatal_wal_error(e),
@@ -278,6 +267,7 @@ mod tests {
     use super::*;
     use crate::node::durable::tests::options;
     use crate::paxos::types::{Ballot, NodeId};
+    use crate::paxos::PersistIndex;
     use crate::wal::FaultInjector;
     use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -306,8 +296,11 @@ mod tests {
         let mut others = Vec::new();
         loop {
             match next(events) {
-                WalEvent::Durable(n) if n >= upto => return others,
-                WalEvent::Durable(_) => {}
+                WalEvent::Durable { upto: n, wal_bytes } if n >= upto => {
+                    assert!(wal_bytes > 0, "durable records take WAL bytes");
+                    return others;
+                }
+                WalEvent::Durable { .. } => {}
                 other => others.push(other),
             }
         }
@@ -324,7 +317,6 @@ mod tests {
             writer.persist(vec![promise(round)]);
         }
         assert!(durable_upto(&mut events, 300).is_empty());
-        assert!(writer.bytes_appended() > 0);
         writer.close();
         let (_, recovered) = Durable::open(dir.path(), options()).expect("reopen");
         assert_eq!(recovered.promised.round, 300);

@@ -15,6 +15,15 @@
 //! their answer says so, and it cannot stand in for a member that holds state: such a member may
 //! have lost its disk, votes for chosen values included. [`join_is_safe`] counts the worst case.
 //! The assumption is the usual one: at most a minority of members lose their storage at once.
+//!
+//! Compaction: an answerer reports nothing of the slots it compacted (`log_start`); they are
+//! decided, but this node holds no value for them and so cannot vouch that it voted for nothing
+//! there. It therefore adopts the answers only once it holds every slot up to the highest
+//! `log_start` reported as decided (asking for them through catch-up, which brings a snapshot or
+//! the values): then a prepare for those slots gets their decided values from it, or its own
+//! `log_start`, which tells the candidate it cannot report them. Adopting earlier let a candidate that
+//! had not decided them count this node's empty promise and fill decided slots with no-ops (the
+//! simulator found it as soon as it ran snapshots: `docs/paxos.md`).
 
 use crate::paxos::message::{Message, SlotState, MESSAGE_FIXED_BYTES_MAX};
 use crate::paxos::quorum::MemberSet;
@@ -37,6 +46,11 @@ pub(crate) struct Join {
     votes: BTreeMap<Slot, (Ballot, Value)>,
     /// Decided values reported, per slot.
     decided: BTreeMap<Slot, Value>,
+    /// The highest compaction point reported, and who reported it.
+    compacted: Slot,
+    compacted_by: Option<NodeId>,
+    /// Enough members answered; adopting waits until slots `..=compacted` are decided here.
+    answered: bool,
     /// When queries are re-sent to members that have not answered in full.
     resend_at: u64,
 }
@@ -50,6 +64,9 @@ impl Join {
             promised: Ballot::ZERO,
             votes: BTreeMap::new(),
             decided: BTreeMap::new(),
+            compacted: 0,
+            compacted_by: None,
+            answered: false,
             resend_at: 0,
         }
     }
@@ -59,6 +76,7 @@ impl Replica {
     pub(crate) fn tick_join(&mut self) {
         let now = self.now;
         let me = usize::from(self.config.node.0);
+        self.join_when_caught_up();
         let Some(join) = self.join.as_mut() else {
             return;
         };
@@ -88,6 +106,7 @@ impl Replica {
             Message::JoinInfo {
                 voter: self.voter,
                 promised: self.promised,
+                log_start: self.log_start,
                 from: slot,
                 upto,
                 more,
@@ -102,6 +121,7 @@ impl Replica {
         from: NodeId,
         voter: bool,
         promised: Ballot,
+        log_start: Slot,
         slot: Slot,
         upto: Slot,
         more: bool,
@@ -116,6 +136,10 @@ impl Replica {
             return; // stale or duplicate chunk
         }
         join.promised = join.promised.max(promised);
+        if log_start > join.compacted {
+            join.compacted = log_start;
+            join.compacted_by = Some(from);
+        }
         for (s, state) in entries {
             match state {
                 SlotState::Decided { value } => {
@@ -138,7 +162,29 @@ impl Replica {
         if !voter {
             join.complete_stateless.insert(from);
         }
-        if join_is_safe(members, join.complete.len(), join.complete_stateless.len()) {
+        if !join.answered
+            && join_is_safe(members, join.complete.len(), join.complete_stateless.len())
+        {
+            join.answered = true;
+            let (compacted, source) = (join.compacted, join.compacted_by);
+            if self.decided_upto >= compacted {
+                self.adopt_join();
+            } else {
+                // Fetch the compacted prefix first; `join_when_caught_up` ends the join.
+                self.commit_seen = self.commit_seen.max(compacted);
+                self.commit_source = source;
+                self.catch_up_at = self.now;
+            }
+        }
+    }
+
+    /// Ends a join that was waiting to hold the slots its answerers compacted.
+    pub(crate) fn join_when_caught_up(&mut self) {
+        let ready = self
+            .join
+            .as_ref()
+            .is_some_and(|j| j.answered && self.decided_upto >= j.compacted);
+        if ready {
             self.adopt_join();
         }
     }

@@ -266,9 +266,14 @@ impl Replica {
             .unwrap_or(0)
             .max(campaign.from - 1)
             .max(self.decided_upto);
+        // Slots this node learned decided while it campaigned (catch-up, and perhaps its own
+        // snapshot and compaction since) need no phase 2: proposals start after them. Starting at
+        // `campaign.from` regardless left compacted slots in the window that were never sent, and
+        // the leader stalled (simulator seed 2350, docs/paxos.md).
+        let base = campaign.from.max(self.decided_upto + 1);
         let mut proposals = VecDeque::new();
         let mut queued = HashSet::default();
-        for slot in campaign.from..=last {
+        for slot in base..=last {
             let value = self
                 .log
                 .get(&slot)
@@ -292,8 +297,8 @@ impl Replica {
         self.role = RoleState::Leader(Leadership {
             ballot: campaign.ballot,
             proposals,
-            base: campaign.from,
-            sent_upto: vec![campaign.from - 1; members],
+            base,
+            sent_upto: vec![base - 1; members],
             batches_in_flight: vec![VecDeque::new(); members],
             queue: VecDeque::new(),
             queued,

@@ -91,9 +91,12 @@ pub enum Message {
     JoinQuery { from: Slot },
     /// What the member knows: its promise, and what it holds of slots `from..=upto`. `voter` is
     /// false while the member is itself still joining (its empty answer vouches for nothing).
+    /// `log_start` is its compaction point: every slot `<= log_start` is decided, and it reports
+    /// none of them.
     JoinInfo {
         voter: bool,
         promised: Ballot,
+        log_start: Slot,
         from: Slot,
         upto: Slot,
         more: bool,

@@ -308,6 +308,7 @@ impl Replica {
             self.step_down();
         }
         self.advance_decided();
+        self.join_when_caught_up();
     }
 
     // ----------------------------------------------------------------- outputs
@@ -416,11 +417,12 @@ impl Replica {
             Message::JoinInfo {
                 voter,
                 promised,
+                log_start,
                 from: slot,
                 upto,
                 more,
                 entries,
-            } => self.on_join_info(from, voter, promised, slot, upto, more, entries),
+            } => self.on_join_info(from, voter, promised, log_start, slot, upto, more, entries),
         }
     }
 

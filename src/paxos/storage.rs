@@ -90,6 +90,36 @@ impl Recovered {
         }
     }
 
+    /// The records that rebuild this state on their own: what a log must keep when everything
+    /// older is dropped (a WAL checkpoint, `wal-format.md` §10).
+    pub fn checkpoint(&self) -> Vec<Record> {
+        let mut records = vec![Record::Promised {
+            ballot: self.promised,
+        }];
+        if self.voter {
+            records.push(Record::Joined);
+        }
+        for (slot, (ballot, value)) in &self.accepted {
+            records.push(Record::Accepted {
+                slot: *slot,
+                ballot: *ballot,
+                value: value.clone(),
+            });
+        }
+        for (slot, value) in &self.chosen {
+            records.push(Record::Chosen {
+                slot: *slot,
+                value: value.clone(),
+            });
+        }
+        if self.decided_upto > self.snapshot {
+            records.push(Record::Decided {
+                upto: self.decided_upto,
+            });
+        }
+        records
+    }
+
     /// The caller's snapshot now covers every slot `<= upto`. Returns the votes and chosen values
     /// no longer kept, for the caller to free where it costs nothing (a snapshot interval of
     /// commands takes milliseconds to free).

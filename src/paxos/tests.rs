@@ -15,6 +15,10 @@ struct Cluster {
     reads: Vec<Vec<u64>>,
     wire: VecDeque<(NodeId, NodeId, Message)>,
     up: Vec<bool>,
+    /// Peers each node's core asked to be shipped a snapshot (`Ready::send_snapshot`).
+    snapshots_asked: Vec<Vec<NodeId>>,
+    /// Decided values kept below a snapshot (`Config::log_retain_slots`) on every node.
+    log_retain_slots: u64,
 }
 
 impl Cluster {
@@ -36,6 +40,8 @@ impl Cluster {
             reads: vec![Vec::new(); k],
             wire: VecDeque::new(),
             up: vec![true; k],
+            snapshots_asked: vec![Vec::new(); k],
+            log_retain_slots: Config::new(NodeId(0), n).log_retain_slots,
         }
     }
 
@@ -59,6 +65,7 @@ impl Cluster {
                     }
                     self.applied[i].extend(ready.apply);
                     self.reads[i].extend(ready.reads_ready);
+                    self.snapshots_asked[i].extend(ready.send_snapshot);
                 }
             }
             while let Some((from, to, m)) = self.wire.pop_front() {
@@ -98,7 +105,9 @@ impl Cluster {
             recovered.apply(r);
         }
         let n = self.nodes.len() as u16;
-        self.nodes[i] = Replica::new(Config::new(NodeId(i as u16), n), recovered, 99 + i as u64);
+        let mut config = Config::new(NodeId(i as u16), n);
+        config.log_retain_slots = self.log_retain_slots;
+        self.nodes[i] = Replica::new(config, recovered, 99 + i as u64);
         self.applied[i].clear();
         self.up[i] = true;
     }
@@ -398,6 +407,99 @@ fn a_follower_that_has_not_answered_gets_what_was_held_back_in_one_batch() {
     let released = batches(&ready);
     assert_eq!(released.len(), 1, "{released:?}");
     assert_eq!(released[0].1.len(), 10 - in_flight_max);
+}
+
+#[test]
+fn snapshots_trim_the_log_and_a_node_behind_them_is_shipped_one() {
+    let mut c = Cluster::new(3);
+    c.log_retain_slots = 0;
+    for i in 0..3 {
+        c.restart(i, false);
+    }
+    c.ticks(100);
+    let leader = c.leader().expect("leader");
+    let lagging = (leader + 1) % 3;
+    c.up[lagging] = false;
+    for seq in 0..20 {
+        c.nodes[leader]
+            .propose(put(leader as u16, seq, "k"))
+            .expect("proposed");
+    }
+    c.drain();
+    let decided = c.nodes[leader].status().decided;
+    for i in (0..3).filter(|&i| i != lagging) {
+        assert_eq!(c.nodes[i].status().applied, decided);
+        // No slots retained below the snapshot: the lagging node cannot catch up from the log.
+        let forgotten = c.nodes[i].snapshot_taken(decided);
+        assert_eq!(
+            forgotten.len() as u64,
+            decided,
+            "every decided slot left the log"
+        );
+        assert_eq!(c.nodes[i].status().log_start, decided);
+    }
+    c.up[lagging] = true;
+    c.ticks(50);
+    assert!(
+        c.snapshots_asked
+            .iter()
+            .any(|asked| asked.contains(&NodeId(lagging as u16))),
+        "a member asked for a snapshot to be shipped to the lagging node"
+    );
+    assert!(
+        c.nodes[lagging].status().decided < decided,
+        "it cannot catch up alone"
+    );
+    // The snapshot arrives and is installed: the node stands at its slot and follows on.
+    c.nodes[lagging].snapshot_installed(decided);
+    let status = c.nodes[lagging].status();
+    assert_eq!((status.applied, status.log_start), (decided, decided));
+    let leader = c.leader().expect("leader");
+    c.nodes[leader]
+        .propose(put(leader as u16, 100, "after"))
+        .expect("proposed");
+    c.ticks(20);
+    assert_eq!(
+        c.applied[lagging].last().map(|(s, _)| *s),
+        Some(c.nodes[leader].status().decided),
+        "the installed node applies what comes after the snapshot"
+    );
+}
+
+#[test]
+fn a_node_that_lost_its_disk_joins_a_compacted_cluster_only_once_it_holds_the_compacted_slots() {
+    let mut c = Cluster::new(3);
+    c.log_retain_slots = 0;
+    for i in 0..3 {
+        c.restart(i, false);
+    }
+    c.ticks(100);
+    let leader = c.leader().expect("leader");
+    for seq in 0..10 {
+        c.nodes[leader]
+            .propose(put(leader as u16, seq, "k"))
+            .expect("proposed");
+    }
+    c.drain();
+    let decided = c.nodes[leader].status().decided;
+    let victim = (leader + 1) % 3;
+    for i in (0..3).filter(|&i| i != victim) {
+        drop(c.nodes[i].snapshot_taken(decided));
+    }
+    c.restart(victim, true);
+    c.ticks(100);
+    // The answerers hold nothing of slots 1..=decided: adopting their answers now would let the
+    // victim promise a candidate that those slots are free.
+    assert_eq!(c.nodes[victim].status().role, Role::Joining);
+    assert!(!c.disks[victim].contains(&Record::Joined));
+    c.nodes[victim].snapshot_installed(decided);
+    c.drain();
+    assert_ne!(
+        c.nodes[victim].status().role,
+        Role::Joining,
+        "join completes"
+    );
+    assert!(c.disks[victim].contains(&Record::Joined));
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //!
 //! These types are shared by the Paxos core, the key-value state machine, the wire codec and the
 //! write-ahead-log adapter, so they live in one place and carry no behaviour beyond ordering and
-//! size accounting. See `GUIDE.md` §2 for the meaning of each word.
+//! size accounting. `docs/architecture.md` gives the meaning of each word.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -71,6 +71,18 @@ pub struct CommandId {
 }
 
 impl CommandId {
+    /// The id of the `counter`-th command `origin` handed out in `epoch` (its boot counter).
+    pub fn new(origin: NodeId, epoch: u64, counter: u64) -> CommandId {
+        debug_assert!(
+            counter < 1 << COMMAND_SEQ_COUNTER_BITS,
+            "counter overflows its bits"
+        );
+        CommandId {
+            origin,
+            seq: (epoch << COMMAND_SEQ_COUNTER_BITS) | counter,
+        }
+    }
+
     /// The origin's epoch (boot) this command was handed out in.
     pub fn epoch(&self) -> u64 {
         self.seq >> COMMAND_SEQ_COUNTER_BITS

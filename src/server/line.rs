@@ -373,7 +373,7 @@ fn status_line<S: Store>(store: &S) -> String {
         .filter(|m| m.is_self || m.last_heard_ms_ago.is_some())
         .count();
     format!(
-        "node={} id={} role={} leader={} ballot={} decided={} applied={} members={} heard={} healthy={}",
+        "node={} id={} role={} leader={} ballot={} decided={} applied={} digest={} members={} heard={} healthy={}",
         status.node,
         status.node_id,
         status.role,
@@ -381,6 +381,7 @@ fn status_line<S: Store>(store: &S) -> String {
         status.ballot,
         status.decided,
         status.applied,
+        status.digest,
         status.members.len(),
         reachable,
         store.healthy(),

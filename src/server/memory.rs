@@ -123,7 +123,10 @@ impl Store for MemoryStore {
     }
 
     fn status(&self) -> NodeStatus {
-        let applied = lock(&self.inner.kv).applied();
+        let (applied, digest) = {
+            let kv = lock(&self.inner.kv);
+            (kv.applied(), kv.digest())
+        };
         NodeStatus {
             node: MEMORY_NODE_ADDR.into(),
             node_id: 0,
@@ -132,6 +135,7 @@ impl Store for MemoryStore {
             ballot: "1.0".into(),
             decided: applied,
             applied,
+            digest: crate::node::status::digest_text(digest),
             members: vec![MemberStatus {
                 addr: MEMORY_NODE_ADDR.into(),
                 is_self: true,

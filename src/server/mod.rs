@@ -1,7 +1,7 @@
 //! The client-facing servers and the view of the node they share.
 //!
 //! The servers turn bytes from clients into requests and replies into bytes; they never touch
-//! Paxos (GUIDE.md §1). What they need from the node is the [`Store`] trait: propose a write and
+//! Paxos (`docs/architecture.md`). What they need from the node is the [`Store`] trait: propose a write and
 //! wait for its [`Outcome`], read a key, report status and health. The node implements it over
 //! its event loop; [`memory::MemoryStore`] implements it over a local [`crate::kv::KvState`] for
 //! tests and benches.
@@ -51,7 +51,7 @@ pub enum StoreError {
     /// No quorum was reachable; the request was not proposed, so retrying is safe.
     #[error("no quorum: the request was not proposed")]
     NoQuorum,
-    /// The request was proposed but its decision was not seen in time (GUIDE.md §4: timeouts
+    /// The request was proposed but its decision was not seen in time (`docs/architecture.md`: timeouts
     /// are not failures).
     #[error(
         "outcome unknown: the request was proposed but not confirmed in time; it may or may not have been applied"
@@ -97,6 +97,9 @@ pub struct NodeStatus {
     pub decided: u64,
     /// The highest slot applied to the key-value state.
     pub applied: u64,
+    /// The digest of the key-value state at `applied`, as 16 hex digits (`KvState::digest`):
+    /// two nodes that show the same `applied` must show the same digest.
+    pub digest: String,
     /// Every member, including this node.
     pub members: Vec<MemberStatus>,
     /// Peer datagrams by fate: sent, received, and dropped by reason (oversized, malformed,

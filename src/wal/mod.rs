@@ -61,6 +61,26 @@ pub struct WalOptions {
     pub segment_bytes: usize,
     /// Test hook that injects ENOSPC into segment preallocation (`wal-format.md` §11).
     pub fault: Option<Arc<FaultInjector>>,
+    /// A deliberately broken sync, so that the power-cut test can show it catches one.
+    #[doc(hidden)]
+    pub planted_sync_bug: Option<PlantedSyncBug>,
+}
+
+/// The page granularity [`PlantedSyncBug::BeforeWrite`] rounds to (the smallest Linux page).
+const PLANTED_BUG_PAGE_BYTES: usize = 4096;
+
+/// Ways to break [`Wal::sync`] on purpose. Nothing but the power-cut test's proof that it has
+/// teeth sets one: with either, acknowledged writes live only in the page cache.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlantedSyncBug {
+    /// Report everything appended as durable without any msync.
+    Skip,
+    /// msync each batch before its bytes are written, as code that syncs and then appends does:
+    /// a sync covers only what earlier batches wrote, up to the page the batch starts in, so a
+    /// batch's bytes reach the disk only with a later sync. (The bytes are in the map by the
+    /// time `sync` runs, so the emulation leaves out the page they share with earlier bytes.)
+    BeforeWrite,
 }
 
 impl WalOptions {
@@ -70,12 +90,20 @@ impl WalOptions {
             identity,
             segment_bytes: segment::SEGMENT_BYTES_DEFAULT,
             fault: None,
+            planted_sync_bug: None,
         }
     }
 
     /// Sets the size of new segments (tests use small ones to force rotation).
     pub fn segment_bytes(mut self, bytes: usize) -> WalOptions {
         self.segment_bytes = bytes;
+        self
+    }
+
+    /// Breaks [`Wal::sync`] on purpose (the power-cut test's teeth).
+    #[doc(hidden)]
+    pub fn planted_sync_bug(mut self, bug: Option<PlantedSyncBug>) -> WalOptions {
+        self.planted_sync_bug = bug;
         self
     }
 
@@ -211,6 +239,8 @@ pub struct Wal {
     write_offset: usize,
     /// Everything in the active segment before this offset is durable.
     synced_offset: usize,
+    /// Where the previous sync's range started (only [`PlantedSyncBug::BeforeWrite`] uses it).
+    previous_sync_from: usize,
     /// The LSN the next append gets.
     next_lsn: Lsn,
     /// Every LSN below this is durable.
@@ -334,6 +364,7 @@ impl Wal {
             active,
             write_offset,
             synced_offset: write_offset,
+            previous_sync_from: write_offset,
             next_lsn: rec.next_lsn,
             durable_lsn_end: rec.next_lsn,
             poisoned: false,
@@ -399,14 +430,23 @@ impl Wal {
                 source: std::io::Error::from_raw_os_error(libc::EIO),
             })
         } else {
-            self.active
-                .sync_range(self.synced_offset, self.write_offset)
+            match self.options.planted_sync_bug {
+                None => self
+                    .active
+                    .sync_range(self.synced_offset, self.write_offset),
+                Some(PlantedSyncBug::Skip) => Ok(()),
+                Some(PlantedSyncBug::BeforeWrite) => {
+                    let to = self.synced_offset / PLANTED_BUG_PAGE_BYTES * PLANTED_BUG_PAGE_BYTES;
+                    self.active.sync_range(self.previous_sync_from.min(to), to)
+                }
+            }
         };
         if let Err(e) = result {
             self.poisoned = true;
             tracing::error!(err = %e, "WAL sync failed; this is fatal");
             return Err(e);
         }
+        self.previous_sync_from = self.synced_offset;
         self.synced_offset = self.write_offset;
         self.durable_lsn_end = self.next_lsn;
         Ok(self.durable_lsn_end)
@@ -477,6 +517,7 @@ impl Wal {
         });
         self.write_offset = SEGMENT_HEADER_BYTES;
         self.synced_offset = SEGMENT_HEADER_BYTES;
+        self.previous_sync_from = SEGMENT_HEADER_BYTES;
         Ok(())
     }
 

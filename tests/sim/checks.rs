@@ -1,16 +1,22 @@
 //! The properties every run must keep, checked as the run goes and at its end:
 //! - agreement: no two nodes apply different values for the same slot;
-//! - order: each node applies slots 1, 2, 3… with no gaps and none twice, so every node's
-//!   applied sequence is a prefix of every other's;
-//! - determinism of the state machine: a command has the same slot and outcome everywhere;
-//! - durability: every acknowledged write is in every node's final applied sequence, at the slot
-//!   and with the outcome its client was told;
+//! - order: each node applies slots 1, 2, 3… with no gaps and none twice, except that a
+//!   snapshot (installed from a peer, or loaded at a start) moves it forward to its slot;
+//! - the state machine: the first application of every slot gives the outcome the model
+//!   (`kv.rs`) gives, and every node's state digest at a slot is the same (also after a
+//!   snapshot install or a restart from a snapshot);
+//! - determinism: a command has the same slot and outcome everywhere;
+//! - durability: every acknowledged write took effect at the slot and with the outcome its
+//!   client was told, and every node's final state covers it;
+//! - refusals: a write the node answered "no quorum" or "unavailable" never takes effect;
 //! - linearizability of each key's client history (`linearizability.rs`);
-//! - convergence: after the faults heal, every node applies the same sequence.
+//! - convergence: after the faults heal, every node stands at the same slot with the same digest.
 
 use super::client::{HistEntry, Result};
+use super::kv::ModelKv;
 use super::linearizability::{check_key, HistOp, NotLinearizable, Observed};
 use super::node::SimNode;
+use consens::node::driver::Observed as DriverObserved;
 use consens::paxos::types::{CommandId, Outcome, Slot, Value};
 use std::collections::BTreeMap;
 
@@ -18,9 +24,13 @@ use std::collections::BTreeMap;
 pub struct Checker {
     /// The value applied at each slot by the first node that applied it.
     chosen: BTreeMap<Slot, Value>,
+    /// The state digest after each slot, as the first node to get there had it.
+    digests: BTreeMap<Slot, u64>,
     /// Where and with what outcome each command first took effect.
     outcomes: BTreeMap<CommandId, (Slot, Outcome)>,
-    /// Per node: the last slot this incarnation applied.
+    /// The model state machine, fed the chosen sequence in slot order.
+    model: ModelKv,
+    /// Per node: the last slot this incarnation applied (or loaded).
     last_applied: Vec<Slot>,
     pub violations: Vec<String>,
 }
@@ -29,15 +39,19 @@ impl Checker {
     pub fn new(members: usize) -> Checker {
         Checker {
             chosen: BTreeMap::new(),
+            digests: BTreeMap::from([(0, 0)]),
             outcomes: BTreeMap::new(),
+            model: ModelKv::default(),
             last_applied: vec![0; members],
             violations: Vec::new(),
         }
     }
 
-    /// Node `node` restarted: it applies again from the start.
-    pub fn restarted(&mut self, node: usize) {
-        self.last_applied[node] = 0;
+    /// Node `node` (re)started with its state machine at `slot` with `digest` (from its newest
+    /// snapshot, or empty).
+    pub fn restarted(&mut self, node: usize, slot: Slot, digest: u64) {
+        self.last_applied[node] = slot;
+        self.check_digest(node, slot, digest, "restarted from a snapshot");
     }
 
     /// The slot a command was first decided in, if any node applied it.
@@ -45,7 +59,50 @@ impl Checker {
         self.outcomes.get(&id).map(|(slot, _)| *slot)
     }
 
-    pub fn applied(&mut self, node: usize, slot: Slot, value: &Value, outcome: Option<&Outcome>) {
+    fn check_digest(&mut self, node: usize, slot: Slot, digest: u64, how: &str) {
+        match self.digests.get(&slot) {
+            Some(known) if *known != digest => self.violations.push(format!(
+                "state: n{node} {how} at slot {slot} with digest {digest:016x}, another node \
+                 had {known:016x} there"
+            )),
+            Some(_) => {}
+            None => {
+                self.digests.insert(slot, digest);
+            }
+        }
+    }
+
+    /// What node `node`'s state machine did.
+    pub fn observed(&mut self, node: usize, observed: &DriverObserved) {
+        match observed {
+            DriverObserved::Applied {
+                slot,
+                value,
+                outcome,
+                digest,
+            } => self.applied(node, *slot, value, outcome.as_ref(), *digest),
+            DriverObserved::SnapshotInstalled { slot, digest } => {
+                let last = self.last_applied[node];
+                if *slot <= last {
+                    self.violations.push(format!(
+                        "order: n{node} installed a snapshot of slot {slot} after applying slot \
+                         {last}"
+                    ));
+                }
+                self.last_applied[node] = *slot;
+                self.check_digest(node, *slot, *digest, "installed a snapshot");
+            }
+        }
+    }
+
+    fn applied(
+        &mut self,
+        node: usize,
+        slot: Slot,
+        value: &Value,
+        outcome: Option<&Outcome>,
+        digest: u64,
+    ) {
         let last = self.last_applied[node];
         if slot != last + 1 {
             self.violations.push(format!(
@@ -59,9 +116,27 @@ impl Checker {
             )),
             Some(_) => {}
             None => {
+                let next = self.chosen.last_key_value().map_or(1, |(s, _)| s + 1);
+                if slot != next {
+                    self.violations.push(format!(
+                        "order: slot {slot} was applied first by n{node}, before any node \
+                         applied slot {next}"
+                    ));
+                }
                 self.chosen.insert(slot, value.clone());
+                let model = match value {
+                    Value::Command(c) => self.model.apply(slot, c.id, &c.op),
+                    Value::Noop => None,
+                };
+                if model.as_ref() != outcome {
+                    self.violations.push(format!(
+                        "state: n{node} applied slot {slot} with {outcome:?}, the model gives \
+                         {model:?}"
+                    ));
+                }
             }
         }
+        self.check_digest(node, slot, digest, "applied a slot");
         if let (Value::Command(command), Some(outcome)) = (value, outcome) {
             match self.outcomes.get(&command.id) {
                 Some((s, o)) if (*s, o) != (slot, outcome) => self.violations.push(format!(
@@ -80,14 +155,15 @@ impl Checker {
     /// End-of-run checks, once every node is up and the cluster has settled.
     pub fn finish(&mut self, nodes: &[SimNode], history: &[HistEntry]) {
         // Agreement of what each core holds as decided, beyond what was applied.
+        let mut finals = Vec::new();
         for (i, node) in nodes.iter().enumerate() {
-            let Some(replica) = node.replica.as_ref() else {
+            let Some(driver) = node.driver.as_ref() else {
                 self.violations
                     .push(format!("convergence: n{i} is down at the end"));
                 continue;
             };
             for (slot, value) in &self.chosen {
-                if let Some(held) = replica.decided_value(*slot) {
+                if let Some(held) = driver.replica().decided_value(*slot) {
                     if held != value {
                         self.violations.push(format!(
                             "agreement: n{i} holds {held:?} as decided at slot {slot}, \
@@ -96,48 +172,48 @@ impl Checker {
                     }
                 }
             }
+            finals.push((i, driver.kv().applied(), driver.kv().digest()));
         }
-        // Prefix property and convergence.
-        let longest = nodes
-            .iter()
-            .map(|n| &n.applied)
-            .max_by_key(|a| a.len())
-            .cloned()
-            .unwrap_or_default();
-        for (i, node) in nodes.iter().enumerate() {
-            if !longest.starts_with(&node.applied) {
-                self.violations
-                    .push(format!("prefix: n{i}'s applied sequence is not a prefix"));
-            }
-            if node.applied.len() != longest.len() {
-                self.violations.push(format!(
-                    "convergence: n{i} applied {} slots after healing, another node {}",
-                    node.applied.len(),
-                    longest.len()
-                ));
+        // Convergence: the same slot and the same state everywhere.
+        if let Some(&(_, slot, digest)) = finals.first() {
+            for &(i, s, d) in &finals[1..] {
+                if (s, d) != (slot, digest) {
+                    self.violations.push(format!(
+                        "convergence: n{i} ends at slot {s} with digest {d:016x}, n{} at slot \
+                         {slot} with {digest:016x}",
+                        finals[0].0
+                    ));
+                }
             }
         }
-        // Durability of acknowledged writes.
+        let applied_everywhere = finals.iter().map(|f| f.1).min().unwrap_or(0);
+        // Durability of acknowledged writes; refused writes never take effect.
         for entry in history {
-            let (Some(id), Result::Write(outcome)) = (entry.command, &entry.result) else {
+            let Some(id) = entry.command else {
                 continue;
             };
-            match self.outcomes.get(&id) {
-                Some((slot, o)) if o == outcome => {
-                    for (i, node) in nodes.iter().enumerate() {
-                        let there = node.applied.get((*slot - 1) as usize);
-                        let holds = matches!(there, Some((s, Value::Command(c))) if *s == *slot && c.id == id);
-                        if !holds {
-                            self.violations.push(format!(
-                                "durability: acknowledged write {id:?} ({outcome:?}) is not at \
-                                 slot {slot} on n{i}"
-                            ));
-                        }
+            match (&entry.result, self.outcomes.get(&id)) {
+                (Result::Write(outcome), Some((slot, o))) if o == outcome => {
+                    let there = matches!(
+                        self.chosen.get(slot),
+                        Some(Value::Command(c)) if c.id == id
+                    );
+                    if !there || *slot > applied_everywhere {
+                        self.violations.push(format!(
+                            "durability: acknowledged write {id:?} ({outcome:?}) at slot {slot} \
+                             is not in every node's final state (applied everywhere up to \
+                             {applied_everywhere})"
+                        ));
                     }
                 }
-                other => self.violations.push(format!(
+                (Result::Write(outcome), other) => self.violations.push(format!(
                     "durability: acknowledged write {id:?} ({outcome:?}) took effect as {other:?}"
                 )),
+                (Result::Refused, Some((slot, _))) => self.violations.push(format!(
+                    "refusal: write {id:?} was answered as never proposed, yet took effect at \
+                     slot {slot}"
+                )),
+                _ => {}
             }
         }
         // Linearizability per key.
@@ -152,7 +228,7 @@ impl Checker {
                         None => continue, // never decided: it never took effect
                     }
                 }
-                Result::Dropped => continue,
+                Result::Dropped | Result::Refused => continue,
             };
             let complete = match observed {
                 Observed::Unknown { .. } => u64::MAX,

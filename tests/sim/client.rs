@@ -1,15 +1,20 @@
 //! Simulated clients and the history they record. Each client is attached to one node and has
-//! at most one operation in flight: a put, delete, compare-and-swap or read on one of a few keys.
-//! Invocations and completions are stamped on one global event clock, which is all the
-//! linearizability checker needs. A write that times out, or whose node crashes, has an unknown
-//! outcome; a read that does is dropped (reads have no effect).
+//! at most one operation in flight: a put, delete, compare-and-swap or linearizable read on one
+//! of a few keys, sent to the node's driver as the servers send it (`Request`, answered on a
+//! oneshot channel). Invocations and completions are stamped on one global event clock, which is
+//! all the linearizability checker needs. A write that times out, whose node crashes, or that the
+//! node answers "outcome unknown" has an unknown outcome; a write the node refused ("no quorum",
+//! "unavailable") must never take effect; a read without an answer is dropped (reads have no
+//! effect).
 
 use super::linearizability::{KeyState, KvOp};
 use super::node::SimNode;
 use super::rng::SimRng;
 use bytes::Bytes;
-use consens::paxos::types::{Command, CommandId, NodeId, Op, Outcome};
-use consens::paxos::ReadId;
+use consens::node::handle::Request;
+use consens::paxos::types::{CommandId, Entry, Op, Outcome};
+use consens::server::{Consistency, StoreError};
+use tokio::sync::oneshot::{self, error::TryRecvError};
 
 /// The keys clients touch (few, so that operations collide).
 pub const KEYS: [&[u8]; 3] = [b"apple", b"berry", b"cherry"];
@@ -24,6 +29,8 @@ pub enum Result {
     Read(KeyState),
     /// A write with no answer: it may or may not have taken effect.
     Unknown,
+    /// A write the node refused before proposing it: it must never take effect.
+    Refused,
     /// A read with no answer: left out of the history.
     Dropped,
 }
@@ -37,15 +44,16 @@ pub struct HistEntry {
     /// The command id of a write.
     pub command: Option<CommandId>,
     pub invoke: u64,
+    /// The tick it was invoked at.
+    pub invoked_tick: u64,
     pub complete: Option<u64>,
     pub result: Result,
 }
 
-/// What a client is waiting for.
-#[derive(Clone, Debug)]
+/// What a client is waiting for: the node's answer.
 enum Waiting {
-    Write(CommandId),
-    Read(ReadId),
+    Write(oneshot::Receiver<std::result::Result<Outcome, StoreError>>),
+    Read(oneshot::Receiver<std::result::Result<Option<Entry>, StoreError>>),
 }
 
 struct Client {
@@ -64,8 +72,6 @@ pub struct Clients {
     clients: Vec<Client>,
     pub history: Vec<HistEntry>,
     clock: u64,
-    next_seq: u64,
-    next_read: ReadId,
     next_value: u64,
     pub ops_invoked: u64,
 }
@@ -98,8 +104,6 @@ impl Clients {
                 .collect(),
             history: Vec::new(),
             clock: 0,
-            next_seq: 1,
-            next_read: 1,
             next_value: 1,
             ops_invoked: 0,
         }
@@ -140,8 +144,12 @@ impl Clients {
             }
             let key_bytes = Bytes::from_static(KEYS[key]);
             if kind < 3 {
-                let id = self.next_read;
-                self.next_read += 1;
+                let (reply, answer) = oneshot::channel();
+                nodes[node].request(Request::Read {
+                    key: key_bytes,
+                    consistency: Consistency::Linearizable,
+                    reply,
+                });
                 let invoke = self.tick_clock();
                 self.history.push(HistEntry {
                     client: c,
@@ -149,12 +157,12 @@ impl Clients {
                     op: KvOp::Read,
                     command: None,
                     invoke,
+                    invoked_tick: now,
                     complete: None,
                     result: Result::Pending,
                 });
                 self.clients[c].pending =
-                    Some((self.history.len() - 1, Waiting::Read(id), now + timeout));
-                nodes[node].read(id, key_bytes);
+                    Some((self.history.len() - 1, Waiting::Read(answer), now + timeout));
                 trace.push(format!("t{now} c{c}@n{node} read {}", key_name(key)));
             } else {
                 let (op, kv_op) = if kind < 5 {
@@ -176,16 +184,10 @@ impl Clients {
                         KvOp::Put { value, expect },
                     )
                 };
-                let id = CommandId {
-                    origin: NodeId(node as u16),
-                    seq: self.next_seq,
+                let (reply, answer) = oneshot::channel();
+                let Some(id) = nodes[node].request(Request::Write { op, reply }) else {
+                    continue; // refused at once: nothing happened
                 };
-                self.next_seq += 1;
-                let command = Command { id, op };
-                let replica = nodes[node].replica.as_mut().expect("checked up");
-                if replica.propose(command).is_err() {
-                    continue;
-                }
                 let invoke = self.tick_clock();
                 trace.push(format!(
                     "t{now} c{c}@n{node} {kv_op:?} {} as {}.{}",
@@ -199,63 +201,82 @@ impl Clients {
                     op: kv_op,
                     command: Some(id),
                     invoke,
+                    invoked_tick: now,
                     complete: None,
                     result: Result::Pending,
                 });
-                self.clients[c].pending =
-                    Some((self.history.len() - 1, Waiting::Write(id), now + timeout));
+                self.clients[c].pending = Some((
+                    self.history.len() - 1,
+                    Waiting::Write(answer),
+                    now + timeout,
+                ));
             }
             self.ops_invoked += 1;
         }
     }
 
-    /// Node `node` applied command `id` with `outcome` (the first time it applied that id).
-    pub fn applied(
-        &mut self,
-        node: usize,
-        id: CommandId,
-        outcome: &Outcome,
-        trace: &mut Vec<String>,
-    ) {
-        let found = self.clients.iter().position(|c| {
-            c.node == node && matches!(c.pending, Some((_, Waiting::Write(w), _)) if w == id)
-        });
-        if let Some(c) = found {
-            let (h, _, _) = self.clients[c].pending.take().expect("found pending");
+    /// Collects the answers the nodes gave. Returns the history indexes answered now, and a
+    /// line for every request a running node dropped without an answer (a driver bug: it owes
+    /// every request an answer, "outcome unknown" at worst; a crash ends a node's requests
+    /// before this is asked).
+    pub fn poll(&mut self, trace: &mut Vec<String>) -> (Vec<usize>, Vec<String>) {
+        let mut answered = Vec::new();
+        let mut dropped = Vec::new();
+        for c in 0..self.clients.len() {
+            let Some((h, waiting, _)) = self.clients[c].pending.as_mut() else {
+                continue;
+            };
+            let h = *h;
+            let (result, hung_up) = match waiting {
+                Waiting::Write(answer) => match answer.try_recv() {
+                    Ok(Ok(outcome)) => (Result::Write(outcome), false),
+                    Ok(Err(StoreError::OutcomeUnknown)) => (Result::Unknown, false),
+                    Ok(Err(_)) => (Result::Refused, false),
+                    Err(TryRecvError::Empty) => continue,
+                    Err(TryRecvError::Closed) => (Result::Unknown, true),
+                },
+                Waiting::Read(answer) => match answer.try_recv() {
+                    Ok(Ok(entry)) => (
+                        Result::Read(entry.map(|e| (value_id(&e.value), e.revision))),
+                        false,
+                    ),
+                    Ok(Err(_)) => (Result::Dropped, false),
+                    Err(TryRecvError::Empty) => continue,
+                    Err(TryRecvError::Closed) => (Result::Dropped, true),
+                },
+            };
+            self.clients[c].pending = None;
             let complete = self.tick_clock();
+            let node = self.clients[c].node;
             let entry = &mut self.history[h];
-            entry.complete = Some(complete);
-            entry.result = Result::Write(outcome.clone());
-            if let Outcome::Created { revision } | Outcome::Updated { revision } = outcome {
-                self.clients[c].seen_revision[entry.key] = *revision;
+            if hung_up {
+                dropped.push(format!(
+                    "requests: n{node} dropped {:?} on key {} of client c{c} (invoked at event \
+                     {}) without an answer",
+                    entry.op,
+                    key_name(entry.key),
+                    entry.invoke
+                ));
+            } else {
+                entry.complete = Some(complete);
             }
-            if let Outcome::Conflict { current } = outcome {
-                self.clients[c].seen_revision[entry.key] = *current;
+            match &result {
+                Result::Write(Outcome::Created { revision } | Outcome::Updated { revision }) => {
+                    self.clients[c].seen_revision[entry.key] = *revision;
+                }
+                Result::Write(Outcome::Conflict { current }) => {
+                    self.clients[c].seen_revision[entry.key] = *current;
+                }
+                Result::Read(state) => {
+                    self.clients[c].seen_revision[entry.key] = state.map_or(0, |(_, r)| r);
+                }
+                _ => {}
             }
-            trace.push(format!("  c{c} <- {outcome:?}"));
+            trace.push(format!("  c{c} <- {result:?}"));
+            entry.result = result;
+            answered.push(h);
         }
-    }
-
-    /// Node `node` answered read `id`.
-    pub fn read_done(
-        &mut self,
-        node: usize,
-        id: ReadId,
-        entry: Option<(Bytes, u64)>,
-        trace: &mut Vec<String>,
-    ) {
-        let found = self.clients.iter().position(|c| {
-            c.node == node && matches!(c.pending, Some((_, Waiting::Read(r), _)) if r == id)
-        });
-        if let Some(c) = found {
-            let (h, _, _) = self.clients[c].pending.take().expect("found pending");
-            let complete = self.tick_clock();
-            let state = entry.map(|(v, r)| (value_id(&v), r));
-            self.clients[c].seen_revision[self.history[h].key] = state.map_or(0, |(_, r)| r);
-            self.history[h].complete = Some(complete);
-            self.history[h].result = Result::Read(state);
-            trace.push(format!("  c{c} <- read {state:?}"));
-        }
+        (answered, dropped)
     }
 
     /// Gives up on operations past their deadline; returns the history indexes given up on.
@@ -288,6 +309,7 @@ impl Clients {
     }
 
     fn give_up(&mut self, c: usize) -> usize {
+        // Dropping the receiver tells the node the client left.
         let (h, waiting, _) = self.clients[c].pending.take().expect("pending");
         self.history[h].result = match waiting {
             Waiting::Write(_) => Result::Unknown,

@@ -49,9 +49,4 @@ impl ModelKv {
             },
         })
     }
-
-    /// The key's current entry.
-    pub fn get(&self, key: &Bytes) -> Option<&Entry> {
-        self.entries.get(key)
-    }
 }

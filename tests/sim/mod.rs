@@ -1,8 +1,10 @@
-//! The seeded deterministic simulator of the Paxos core: one run = one seed. It owns the run's
-//! clock and phases (chaos, then heal, repeated, then a final settle), and wires the other
-//! modules together: `network` (hostile wire), `node` (replica + disk + model state machine),
-//! `client` (operations and their history), `faults` (what goes wrong, when), `checks`
-//! (the properties) and `linearizability` (the per-key checker). `rng` is the single source of
+//! The seeded deterministic simulator of a consens cluster: one run = one seed. Each node runs
+//! the daemon's own driver (`consens::node::driver`: core, key-value state, pending requests,
+//! snapshot policy and shipping) over a simulated disk and network. The simulation owns the
+//! run's clock and phases (chaos, then heal, repeated, then a final settle), and wires the other
+//! modules together: `network` (hostile wire), `node` (driver + disk), `client` (requests and
+//! their history), `faults` (what goes wrong, when), `checks` (the properties), `kv` (the model
+//! state machine) and `linearizability` (the per-key checker). `rng` is the single source of
 //! randomness, so a seed replays the same run; `TraceHash` proves it.
 
 pub mod checks;
@@ -16,11 +18,12 @@ pub mod rng;
 
 use checks::Checker;
 use client::Clients;
+use consens::node::driver::{Observed, PlantedBug};
 use consens::paxos::types::{NodeId, Value};
 use consens::paxos::{Config, Role};
 use faults::{Fault, Schedule};
 use network::{Conditions, Network};
-use node::{NodeEvent, SimNode};
+use node::{NodeSetup, SimNode, TICK_MS};
 use rng::{SimRng, TraceHash};
 
 /// Chaos and heal alternate this many times per run.
@@ -43,6 +46,18 @@ pub const ELECTION_TIMEOUT_TICKS_MIN: u64 = 8;
 pub const ELECTION_TIMEOUT_TICKS_MAX: u64 = 40;
 /// Clients beyond one reader and one writer per node.
 pub const EXTRA_CLIENTS: usize = 2;
+/// The driver answers a request it could not finish within this many ticks ("no quorum" or
+/// "outcome unknown"), before the clients give up on their own.
+pub const REQUEST_TIMEOUT_TICKS: u64 = 200;
+/// Once the faults heal, an operation invoked this many ticks later must succeed.
+pub const HEAL_GRACE_TICKS: u64 = 150;
+/// Per seed, a node takes a snapshot every this many applied slots (drawn from the range), so
+/// that snapshots and compaction happen in every run.
+pub const SNAPSHOT_EVERY_SLOTS_MIN: u64 = 5;
+pub const SNAPSHOT_EVERY_SLOTS_MAX: u64 = 60;
+/// Per seed, the core keeps this many decided slots below a snapshot for peers a little behind
+/// (drawn from the range): a follower further behind must install a snapshot.
+pub const LOG_RETAIN_SLOTS_MAX: u64 = 30;
 /// Chance that an isolated leader's clock also runs slow (so it keeps leading longer, which a
 /// correct core must survive: it may rely on no clock for safety), in thousandths.
 pub const SLOW_ISOLATED_LEADER_PER_MILLE: u64 = 500;
@@ -55,6 +70,9 @@ pub struct Report {
     pub ops: u64,
     pub faults: u64,
     pub violations: Vec<String>,
+    /// Snapshots taken and installed from peers in the run (every run must have some).
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
     pub trace_hash: u64,
     /// The run's trace (faults, client operations, answers), for replays and failures.
     pub trace: Vec<String>,
@@ -67,11 +85,13 @@ struct Timers {
     heartbeat_ticks: u64,
     retry_ticks: u64,
     command_retry_ticks: u64,
+    log_retain_slots: u64,
 }
 
 struct Simulation {
     rng: SimRng,
     timers: Timers,
+    setup: NodeSetup,
     now: u64,
     members: u16,
     nodes: Vec<SimNode>,
@@ -86,13 +106,16 @@ struct Simulation {
     /// When each crashed node restarts (chaos only).
     down_until: Vec<Option<u64>>,
     healed: bool,
+    /// When the faults last healed.
+    healed_at: u64,
     faults: u64,
+    snapshots_installed: u64,
     hash: TraceHash,
     trace: Vec<String>,
 }
 
-/// Runs the simulation for `seed`.
-pub fn run(seed: u64) -> Report {
+/// Runs the simulation for `seed`, with `planted_bug` (if any) planted in every node's driver.
+pub fn run_with(seed: u64, planted_bug: Option<PlantedBug>) -> Report {
     let mut rng = SimRng::new(seed);
     let members: u16 = if rng.chance(500) { 3 } else { 5 };
     let n = usize::from(members);
@@ -103,10 +126,17 @@ pub fn run(seed: u64) -> Report {
         heartbeat_ticks: rng.between(1, election_timeout_ticks / 4),
         retry_ticks: rng.between(2, 8),
         command_retry_ticks: rng.between(5, 30),
+        log_retain_slots: rng.below(LOG_RETAIN_SLOTS_MAX + 1),
+    };
+    let setup = NodeSetup {
+        request_timeout_ms: REQUEST_TIMEOUT_TICKS * TICK_MS,
+        snapshot_every_slots: rng.between(SNAPSHOT_EVERY_SLOTS_MIN, SNAPSHOT_EVERY_SLOTS_MAX),
+        planted_bug,
     };
     let mut sim = Simulation {
         rng,
         timers,
+        setup,
         now: 0,
         members,
         nodes: (0..members)
@@ -120,16 +150,21 @@ pub fn run(seed: u64) -> Report {
         slow_until: None,
         down_until: vec![None; n],
         healed: false,
+        healed_at: 0,
         faults: 0,
+        snapshots_installed: 0,
         hash: TraceHash::default(),
         trace: Vec::new(),
     };
     sim.trace.push(format!(
-        "seed {seed}: {n} nodes, election timeout {} ticks, heartbeat {}, retry {}, command retry {}",
+        "seed {seed}: {n} nodes, election timeout {} ticks, heartbeat {}, retry {}, command retry {}, \
+         snapshot every {} slots, {} slots retained",
         sim.timers.election_timeout_ticks,
         sim.timers.heartbeat_ticks,
         sim.timers.retry_ticks,
-        sim.timers.command_retry_ticks
+        sim.timers.command_retry_ticks,
+        sim.setup.snapshot_every_slots,
+        sim.timers.log_retain_slots,
     ));
     for i in 0..n {
         sim.start(i);
@@ -156,12 +191,15 @@ pub fn run(seed: u64) -> Report {
     }
     sim.checker.finish(&sim.nodes, &sim.clients.history);
     sim.hash.add(sim.rng.next_u64());
+    let snapshots_taken = sim.nodes.iter().map(|n| n.snapshots_taken).sum();
     Report {
         seed,
         members: n,
         ops: sim.clients.ops_invoked,
         faults: sim.faults,
         violations: sim.checker.violations,
+        snapshots_taken,
+        snapshots_installed: sim.snapshots_installed,
         trace_hash: sim.hash.value(),
         trace: sim.trace,
     }
@@ -174,14 +212,22 @@ impl Simulation {
         config.heartbeat_ticks = self.timers.heartbeat_ticks;
         config.retry_ticks = self.timers.retry_ticks;
         config.command_retry_ticks = self.timers.command_retry_ticks;
+        config.log_retain_slots = self.timers.log_retain_slots;
         config
     }
 
     fn start(&mut self, i: usize) {
         let seed = self.rng.next_u64();
         let config = self.config(i);
-        self.nodes[i].start(config, seed);
-        self.checker.restarted(i);
+        self.nodes[i].start(config, &self.setup, seed);
+        let driver = self.nodes[i].driver.as_ref().expect("just started");
+        let (slot, digest) = (driver.kv().applied(), driver.kv().digest());
+        self.checker.restarted(i, slot, digest);
+        self.trace.push(format!(
+            "t{} n{i} started at slot {slot} (decided {})",
+            self.now,
+            driver.replica().status().decided
+        ));
         self.down_until[i] = None;
     }
 
@@ -200,7 +246,12 @@ impl Simulation {
     fn leader(&self) -> Option<usize> {
         (0..self.nodes.len())
             .filter(|&i| self.nodes[i].role() == Some(Role::Leader))
-            .max_by_key(|&i| self.nodes[i].replica.as_ref().map(|r| r.status().promised))
+            .max_by_key(|&i| {
+                self.nodes[i]
+                    .driver
+                    .as_ref()
+                    .map(|d| d.replica().status().promised)
+            })
     }
 
     /// At most a minority may be without their durable state at once.
@@ -294,6 +345,7 @@ impl Simulation {
     /// The faults heal: a perfect network, every node up; pending operations must now finish.
     fn heal(&mut self) {
         self.healed = true;
+        self.healed_at = self.now;
         self.schedule.heal();
         self.network.heal_partition();
         self.network.conditions = Conditions::perfect();
@@ -313,10 +365,8 @@ impl Simulation {
         self.now += 1;
         let now = self.now;
         for (node, per_mille) in self.nodes.iter_mut().zip(&self.tick_per_mille) {
-            if let Some(replica) = node.replica.as_mut() {
-                if *per_mille >= 1000 || self.rng.chance(*per_mille) {
-                    replica.tick();
-                }
+            if node.is_up() && (*per_mille >= 1000 || self.rng.chance(*per_mille)) {
+                node.tick();
             }
         }
         if issue {
@@ -335,26 +385,45 @@ impl Simulation {
         }
         for envelope in self.network.due(now) {
             let to = usize::from(envelope.to.0);
-            if let Some(replica) = self.nodes[to].replica.as_mut() {
+            if self.nodes[to].is_up() {
                 self.hash.add(now);
                 self.hash
                     .add(u64::from(envelope.from.0) << 16 | u64::from(envelope.to.0));
-                replica.receive(envelope.from, envelope.message);
+                self.nodes[to].receive(envelope.from, envelope.message);
             }
         }
         for node in &mut self.nodes {
-            node.sync_if_due(now);
+            node.complete_io(&mut self.rng, now);
         }
         let sync_max = if self.healed {
             SYNC_TICKS_MAX_HEALED
         } else {
             SYNC_TICKS_MAX_CHAOS
         };
-        let mut events = Vec::new();
         for i in 0..self.nodes.len() {
-            self.nodes[i].drain(&mut self.rng, now, &mut self.network, sync_max, &mut events);
-            for event in events.drain(..) {
+            let observed = self.nodes[i].carry_out(&mut self.rng, now, &mut self.network, sync_max);
+            for event in &observed {
                 self.handle(i, event);
+            }
+        }
+        let (answered, dropped) = self.clients.poll(&mut self.trace);
+        self.checker.violations.extend(dropped);
+        for h in answered {
+            let entry = &self.clients.history[h];
+            let failed = matches!(
+                entry.result,
+                client::Result::Unknown | client::Result::Refused | client::Result::Dropped
+            );
+            if self.healed && failed && entry.invoked_tick >= self.healed_at + HEAL_GRACE_TICKS {
+                self.checker.violations.push(format!(
+                    "liveness: {:?} on key {} by client c{} (invoked at t{}, {HEAL_GRACE_TICKS}+ \
+                     ticks after the faults healed) ended {:?}",
+                    entry.op,
+                    client::key_name(entry.key),
+                    entry.client,
+                    entry.invoked_tick,
+                    entry.result
+                ));
             }
         }
         for h in self.clients.expire(now) {
@@ -362,26 +431,8 @@ impl Simulation {
             self.trace
                 .push(format!("t{now} c{} timed out", entry.client));
             if self.healed {
-                let status: Vec<String> = self
-                    .nodes
-                    .iter()
-                    .filter_map(|n| n.replica.as_ref())
-                    .map(|r| {
-                        let s = r.status();
-                        format!(
-                            "{}:{} leader {:?} promised {} decided {} applied {} seen {}",
-                            s.node,
-                            s.role,
-                            s.leader,
-                            s.promised,
-                            s.decided,
-                            s.applied,
-                            s.commit_seen
-                        )
-                    })
-                    .collect();
-                self.trace
-                    .push(format!("t{now} status: {}", status.join("; ")));
+                let status = self.status_line();
+                self.trace.push(format!("t{now} status: {status}"));
                 self.checker.violations.push(format!(
                     "liveness: {:?} on key {} by client c{} (invoked at event {}) did not \
                      complete within {LIVENESS_TICKS} ticks of the faults healing",
@@ -394,27 +445,55 @@ impl Simulation {
         }
     }
 
-    fn handle(&mut self, i: usize, event: NodeEvent) {
+    /// Every running node's view, for the trace.
+    fn status_line(&self) -> String {
+        let status: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.driver.as_ref())
+            .map(|d| {
+                let s = d.replica().status();
+                format!(
+                    "{}:{} leader {:?} promised {} decided {} applied {} seen {} log start {}",
+                    s.node,
+                    s.role,
+                    s.leader,
+                    s.promised,
+                    s.decided,
+                    s.applied,
+                    s.commit_seen,
+                    s.log_start
+                )
+            })
+            .collect();
+        status.join("; ")
+    }
+
+    fn handle(&mut self, i: usize, event: &Observed) {
         match event {
-            NodeEvent::Applied {
-                slot,
-                value,
-                outcome,
-            } => {
+            Observed::Applied { slot, value, .. } => {
                 self.hash.add(i as u64);
-                self.hash.add(slot);
-                if let Value::Command(c) = &value {
+                self.hash.add(*slot);
+                if let Value::Command(c) = value {
                     self.hash.add(c.id.seq);
-                    if let Some(outcome) = &outcome {
-                        self.clients.applied(i, c.id, outcome, &mut self.trace);
-                    }
                 }
-                self.checker.applied(i, slot, &value, outcome.as_ref());
             }
-            NodeEvent::ReadDone { id, entry } => {
-                self.hash.add(id);
-                self.clients.read_done(i, id, entry, &mut self.trace);
+            Observed::SnapshotInstalled { slot, .. } => {
+                self.snapshots_installed += 1;
+                self.hash.add(i as u64);
+                self.hash.add(*slot);
+                self.trace.push(format!(
+                    "t{} n{i} installed a snapshot of slot {slot}",
+                    self.now
+                ));
             }
+        }
+        let before = self.checker.violations.len();
+        self.checker.observed(i, event);
+        if let Some(first) = self.checker.violations.get(before) {
+            self.trace.push(format!("t{} violation: {first}", self.now));
+            let status = self.status_line();
+            self.trace.push(format!("t{} status: {status}", self.now));
         }
     }
 }

@@ -4,8 +4,8 @@
 //! random tie-breaker.
 
 use super::rng::SimRng;
+use consens::net::wire::Wire;
 use consens::paxos::types::NodeId;
-use consens::paxos::Message;
 use std::collections::BTreeMap;
 
 /// How hostile the network is right now.
@@ -41,7 +41,7 @@ impl Conditions {
 pub struct Envelope {
     pub from: NodeId,
     pub to: NodeId,
-    pub message: Message,
+    pub message: Wire,
 }
 
 /// All messages in flight, the conditions, and the partition.
@@ -84,7 +84,7 @@ impl Network {
     }
 
     /// Hands `message` to the network at tick `now`.
-    pub fn send(&mut self, rng: &mut SimRng, now: u64, from: NodeId, to: NodeId, message: Message) {
+    pub fn send(&mut self, rng: &mut SimRng, now: u64, from: NodeId, to: NodeId, message: Wire) {
         self.messages_sent += 1;
         if !self.connected(from, to) || rng.chance(self.conditions.loss_per_mille) {
             return;
@@ -95,7 +95,7 @@ impl Network {
         self.enqueue(rng, now, from, to, message);
     }
 
-    fn enqueue(&mut self, rng: &mut SimRng, now: u64, from: NodeId, to: NodeId, message: Message) {
+    fn enqueue(&mut self, rng: &mut SimRng, now: u64, from: NodeId, to: NodeId, message: Wire) {
         let delay_max = if rng.chance(self.conditions.straggler_per_mille) {
             STRAGGLER_TICKS_MAX
         } else {

@@ -60,10 +60,21 @@ impl Node {
         args: Vec<String>,
         envs: Vec<(String, String)>,
     ) -> Node {
+        Node::start_logging_to(port, data_dir, &data_dir.with_extension("log"), args, envs)
+    }
+
+    /// Like [`Node::start`], with the log at `log_path`.
+    pub fn start_logging_to(
+        port: u16,
+        data_dir: &Path,
+        log_path: &Path,
+        args: Vec<String>,
+        envs: Vec<(String, String)>,
+    ) -> Node {
         let mut node = Node {
             port,
             data_dir: data_dir.to_path_buf(),
-            log_path: data_dir.with_extension("log"),
+            log_path: log_path.to_path_buf(),
             args,
             envs,
             child: None,
@@ -182,6 +193,18 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(n: usize, extra_args: &[&str]) -> Cluster {
+        Cluster::start_placed(n, extra_args, |dir, port| {
+            (dir.join(port.to_string()), dir.join(format!("{port}.log")))
+        })
+    }
+
+    /// Like [`Cluster::start`], with each node's data dir and log where `place(temp dir, port)`
+    /// says (for data dirs on filesystems of their own).
+    pub fn start_placed(
+        n: usize,
+        extra_args: &[&str],
+        mut place: impl FnMut(&Path, u16) -> (PathBuf, PathBuf),
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports: Vec<u16> = (0..n).map(|_| free_base_port()).collect();
         let nodes = ports
@@ -197,10 +220,11 @@ impl Cluster {
                     args.push("--cluster".to_string());
                     args.push(others.join(","));
                 }
+                let (data_dir, log_path) = place(dir.path(), port);
                 args.push("--data-dir".to_string());
-                args.push(dir.path().join(port.to_string()).display().to_string());
+                args.push(data_dir.display().to_string());
                 args.extend(extra_args.iter().map(|s| s.to_string()));
-                Node::start(port, &dir.path().join(port.to_string()), args, Vec::new())
+                Node::start_logging_to(port, &data_dir, &log_path, args, Vec::new())
             })
             .collect();
         let cluster = Cluster { nodes, dir };
@@ -352,6 +376,30 @@ pub fn status(node: &Node) -> Option<serde_json::Value> {
     serde_json::from_slice(&a.body).ok()
 }
 
+/// Waits (up to `timeout`) until every node reports the same applied slot and state digest on
+/// `/_status`, and returns that slot; otherwise describes what each node reported. After a run's
+/// faults end, this is the convergence check: replicas that applied the same slots must hold the
+/// same state.
+pub fn wait_converged(nodes: &[Node], timeout: Duration) -> Result<u64, String> {
+    let mut last = Vec::new();
+    let converged = wait_until(timeout, || {
+        last = nodes
+            .iter()
+            .map(|node| {
+                status(node)
+                    .and_then(|s| Some((s["applied"].as_u64()?, s["digest"].as_str()?.to_string())))
+            })
+            .collect();
+        last.iter().all(|s| s.is_some() && *s == last[0])
+    });
+    match (converged, last.first()) {
+        (true, Some(Some((applied, _)))) => Ok(*applied),
+        _ => Err(format!(
+            "nodes did not converge within {timeout:?}: (applied, digest) per node: {last:?}"
+        )),
+    }
+}
+
 /// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -371,4 +419,51 @@ impl Node {
     pub fn pid(&self) -> Option<i32> {
         self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok())
     }
+}
+
+/// Writes fresh keys (`{prefix}-{i}`, each once) through node port `port` until `stop`;
+/// acknowledged ones go to `acked` with their values. Each write gives up after `timeout`.
+pub fn write_fresh_keys(
+    port: u16,
+    prefix: &str,
+    timeout: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+    acked: &std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+) {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_millis(300))
+        .timeout(timeout)
+        .build();
+    let mut i = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 100_000 {
+        let key = format!("{prefix}-{i}");
+        let value = format!("value-of-{key}");
+        if let Ok(r) = agent
+            .put(&format!("http://127.0.0.1:{port}/{key}"))
+            .send_string(&value)
+        {
+            if r.status() == 200 || r.status() == 201 {
+                acked.lock().expect("acked").insert(key, value);
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        i += 1;
+    }
+}
+
+/// Reads every acknowledged key back (linearizably, round-robin over `nodes`) and describes each
+/// one that does not hold exactly its value.
+pub fn lost_writes(
+    nodes: &[Node],
+    acked: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut lost = Vec::new();
+    for (n, (key, value)) in acked.iter().enumerate() {
+        let a = get(&nodes[n % nodes.len()], key);
+        if a.status != 200 || a.body != value.as_bytes() {
+            lost.push(format!("{key}: {} {}", a.status, a.body_text()));
+        }
+    }
+    lost
 }

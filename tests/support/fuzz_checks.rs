@@ -214,6 +214,7 @@ pub fn seed_wires() -> Vec<(&'static str, Wire)> {
             "join_info",
             paxos(Message::JoinInfo {
                 voter: true,
+                log_start: 0,
                 promised: b,
                 from: 1,
                 upto: 5,

@@ -7,4 +7,5 @@ pub mod chaos_proxy;
 pub mod cluster;
 pub mod linearizability;
 pub mod nemesis;
+pub mod power;
 pub mod wal_bytes;
