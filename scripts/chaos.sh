@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Long chaos runs (issue 6): Jepsen-style runs of real 3- and 5-node clusters under the nemesis,
 # one seed after another, for as long as asked, then whole-cluster kill -9 cycles, then
-# whole-cluster power cuts (root only: each node's data dir on a loop-mounted filesystem).
+# whole-cluster power cuts (root only: each node's data dir on a loop-mounted filesystem), then
+# rotations of partitions and loss made with the kernel's packet filter (root and nft only).
 #
 #   scripts/chaos.sh                      # 10 minutes of chaos runs, 200 kill cycles, 20 power cuts
 #   DURATION=3600 scripts/chaos.sh        # an hour of chaos runs
@@ -14,6 +15,7 @@
 #   CHAOS_NODES    3 or 5 (default: both, alternating)
 #   KILL_CYCLES    whole-cluster kill -9 cycles after the chaos runs (0: none)     default 200
 #   POWER_CUTS     whole-cluster power cuts after the kill cycles (0: none)        default 20
+#   PARTITION_ROUNDS rotations of the kernel-made partitions, 3 and 5 nodes (0: none) default 5
 #   LOG_DIR        where every run's output goes                                  default target/chaos
 #
 # A failing run prints its seed, the nemesis log and the failing key's history, keeps its log in
@@ -27,12 +29,13 @@ CHAOS_SECONDS=${CHAOS_SECONDS:-60}
 SEED=${CHAOS_SEED:-$(date +%s)}
 KILL_CYCLES=${KILL_CYCLES:-200}
 POWER_CUTS=${POWER_CUTS:-20}
+PARTITION_ROUNDS=${PARTITION_ROUNDS:-5}
 LOG_DIR=${LOG_DIR:-target/chaos}
 if [[ -n "${CHAOS_NODES:-}" ]]; then SIZES=("$CHAOS_NODES"); else SIZES=(3 5); fi
 mkdir -p "$LOG_DIR"
 
-cargo test --no-run --test chaos --test durability --test power_cut >/dev/null 2>&1 ||
-    cargo test --no-run --test chaos --test durability --test power_cut
+cargo test --no-run --test chaos --test durability --test power_cut --test partitions >/dev/null 2>&1 ||
+    cargo test --no-run --test chaos --test durability --test power_cut --test partitions
 
 end=$((SECONDS + DURATION))
 runs=0
@@ -76,4 +79,15 @@ if ((POWER_CUTS > 0)); then
         exit 1
     fi
     grep -oE 'SKIPPED: .*|power cut: cuts.*' "$log"
+fi
+
+if ((PARTITION_ROUNDS > 0)); then
+    log="$LOG_DIR/partitions-${PARTITION_ROUNDS}rounds.log"
+    echo "== partitions: $PARTITION_ROUNDS rotations, 3 and 5 nodes (log: $log)"
+    if ! PARTITION_ROUNDS=$PARTITION_ROUNDS cargo test -q --test partitions -- --nocapture >"$log" 2>&1; then
+        echo "FAILED: not linearizable or not converged"
+        sed -n '/panicked at/,/^node logs:/p' "$log" | head -100
+        exit 1
+    fi
+    grep -oE 'SKIPPED: .*|partitions: [0-9]+ nodes.*' "$log"
 fi

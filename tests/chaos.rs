@@ -20,7 +20,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use support::chaos_client::{run_client, Recorder};
 use support::chaos_cluster::ProxiedCluster;
-use support::linearizability::{check_key, render, NotLinearizable, Observed};
 use support::nemesis::Nemesis;
 
 /// The seed CI runs when none is given.
@@ -80,36 +79,15 @@ fn run(nodes: usize, seed: u64, seconds: u64) -> Result<Figures, String> {
         }
         stop.store(true, Ordering::Relaxed);
     });
-    let histories = recorder.ops.into_inner().expect("ops");
-    let unexpected = recorder.unexpected.into_inner().expect("unexpected");
+    let checked = support::history::check(recorder);
     let mut figures = Figures {
-        ops: 0,
-        unknown: 0,
-        keys: histories.len(),
+        ops: checked.ops,
+        unknown: checked.unknown,
+        keys: checked.keys,
         faults: nemesis.faults_injected(),
         summary: String::new(),
     };
-    let mut failures = Vec::new();
-    for (key, ops) in histories {
-        figures.ops += ops.len();
-        figures.unknown += ops
-            .iter()
-            .filter(|o| o.observed == Observed::Unknown)
-            .count();
-        let shown = render(&ops);
-        match check_key(ops) {
-            Ok(()) => {}
-            Err(NotLinearizable::Violation(why)) | Err(NotLinearizable::Inconclusive(why)) => {
-                // The first failing key's whole history is printed; the others are summarized.
-                let history = if failures.is_empty() {
-                    format!("\n  whole history of {key}:\n    {shown}")
-                } else {
-                    String::new()
-                };
-                failures.push(format!("key {key}: {why}{history}"));
-            }
-        }
-    }
+    let (unexpected, mut failures) = (checked.unexpected, checked.failures);
     // Convergence: with the faults healed, every node reaches the same slot and state digest.
     let converged =
         support::cluster::wait_converged(&cluster.cluster.nodes, Duration::from_secs(15));

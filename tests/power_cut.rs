@@ -263,7 +263,7 @@ fn whole_cluster_power_cuts_under_load_lose_no_acknowledged_write() {
     }
     let verdict = Verdict::of(&powered, &acked);
     println!(
-        "power cut: cuts: {cuts} (whole cluster, under load), acknowledged writes: {}, lost: {}, converged at slot {:?} ({:.1} s)",
+        "power cut: cuts: {cuts} (whole cluster, alternately under load and just after it), acknowledged writes: {}, lost: {}, converged at slot {:?} ({:.1} s)",
         verdict.acked,
         verdict.lost.len(),
         verdict.converged,
