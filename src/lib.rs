@@ -12,6 +12,7 @@
 //!   carries the driver's effects out (votes leave only once the WAL reports them durable).
 //!   `docs/architecture.md` shows the data flow.
 //! - [`server`]: HTTP and line-protocol front ends; they talk to the node through a `Store`.
+//! - [`line_protocol`]: the line protocol's wire format, shared by its server and the client.
 //! - [`metrics`]: Prometheus metrics served on `/_metrics`.
 //! - [`snapshot`]: state-machine snapshots on disk and in chunks on the wire.
 //! - [`client`]: the async client library (line protocol, pipelined, with failover and typed
@@ -26,6 +27,7 @@ pub mod client;
 pub mod config;
 pub mod fs_durable;
 pub mod kv;
+pub mod line_protocol;
 pub mod metrics;
 pub mod net;
 pub mod node;

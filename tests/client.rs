@@ -470,10 +470,10 @@ fn refused_connections_and_idle_closes_are_handled() {
         let b = Client::connect([node.clone()])
             .await
             .expect("second connection");
-        // Over the node's cap: the node answers "ERR too many connections" instead of PONG.
+        // Over the node's cap: the node answers "ERR too_many_connections ..." instead of PONG.
         match Client::connect([node.clone()]).await {
             Err(ClientError::AllNodesFailed { last, .. }) => {
-                assert!(last.contains("too many connections"), "{last}")
+                assert!(last.contains("too_many_connections"), "{last}")
             }
             other => panic!("expected AllNodesFailed, got {other:?}"),
         }

@@ -348,8 +348,8 @@ fn line_protocol_against_a_real_cluster() {
         ),
         format!("CONFLICT {revision}\n")
     );
-    assert!(ask(&mut b, b"FROB x\n").starts_with("ERR "));
-    assert!(ask(&mut b, b"GET a\0b\n").starts_with("ERR "));
+    assert!(ask(&mut b, b"FROB x\n").starts_with("ERR unknown_command "));
+    assert!(ask(&mut b, b"GET a\0b\n").starts_with("ERR bad_request "));
     assert_eq!(ask(&mut b, b"PING\n"), "PONG\n");
     assert_eq!(ask(&mut a, b"DEL greeting\n"), "OK\n");
     assert_eq!(ask(&mut b, b"GET greeting\n"), "NOT_FOUND\n");

@@ -219,16 +219,16 @@ fn wal_segment(bytes: &[u8]) {
 }
 
 fn lines(bytes: &[u8]) {
-    use consens::server::line_parse;
+    use consens::line_protocol;
     let (_, scan_peak) = peak_allocated(|| {
         matches!(
-            line_parse::scan_line(bytes, FUZZ_LINE_BYTES_MAX),
-            line_parse::Scan::Incomplete
+            line_protocol::scan_line(bytes, FUZZ_LINE_BYTES_MAX),
+            line_protocol::Scan::Incomplete
         )
     });
     assert_eq!(scan_peak, 0, "scanning allocated");
     let budget = LINE_ALLOC_PER_INPUT_BYTE_MAX * bytes.len() + LINE_ALLOC_FIXED_BYTES_MAX;
-    let (_, peak) = peak_allocated(|| line_parse::parse_request(bytes).is_ok());
+    let (_, peak) = peak_allocated(|| line_protocol::parse_request(bytes).is_ok());
     assert!(
         peak <= budget,
         "parsing {} bytes allocated {peak}",

@@ -342,7 +342,10 @@ async fn store_errors_map_to_503() {
     assert_eq!((r.status, r.text()), (503, "unavailable: catching up\n"));
     s.store.set_failure(Some(StoreError::ShuttingDown));
     let r = s.request("PUT", "/k", &[], b"v").await;
-    assert_eq!((r.status, r.text()), (503, "shutting down\n"));
+    assert_eq!(
+        (r.status, r.text()),
+        (503, "shutting down: the node takes no new requests\n")
+    );
     s.store.set_failure(Some(StoreError::TooLarge));
     let r = s.request("PUT", "/k", &[], b"v").await;
     assert_eq!(r.status, 413);

@@ -198,7 +198,7 @@ async fn pipelined_replies_keep_request_order() {
     for expected in [
         "OK 1",
         "PONG",
-        "ERR unknown command 'FOO' (try HELP)",
+        "ERR unknown_command 'FOO' (try HELP)",
         "VALUE 1",
         "OK 2",
         "PONG",
@@ -238,30 +238,39 @@ async fn bad_input_gets_err_and_connection_stays_usable() {
     let server = Server::default().await;
     let mut c = server.client().await;
     let cases: &[(&[u8], &str)] = &[
-        (b"FOO bar\n", "ERR unknown command 'FOO' (try HELP)"),
-        (b"\n", "ERR empty line"),
-        (b"PUT k\n", "ERR usage: PUT <key> <value>"),
-        (b"PUT\n", "ERR usage: PUT <key> <value>"),
-        (b"GET\n", "ERR usage: GET <key>"),
-        (b"GET a b\n", "ERR usage: GET <key>"),
-        (b"DEL\n", "ERR usage: DEL <key>"),
-        (b"CAS k 1\n", "ERR usage: CAS <key> <revision> <value>"),
+        (b"FOO bar\n", "ERR unknown_command 'FOO' (try HELP)"),
+        (b"\n", "ERR bad_request empty line"),
+        (b"PUT k\n", "ERR bad_request usage: PUT <key> <value>"),
+        (b"PUT\n", "ERR bad_request usage: PUT <key> <value>"),
+        (b"GET\n", "ERR bad_request usage: GET <key>"),
+        (b"GET a b\n", "ERR bad_request usage: GET <key>"),
+        (b"DEL\n", "ERR bad_request usage: DEL <key>"),
+        (
+            b"CAS k 1\n",
+            "ERR bad_request usage: CAS <key> <revision> <value>",
+        ),
         (
             b"CAS k one v\n",
-            "ERR bad revision: expected a decimal number",
+            "ERR bad_request bad revision: expected a decimal number",
         ),
-        (b"PING now\n", "ERR usage: PING"),
-        (b"PUT k a\x00b\n", "ERR NUL bytes are not allowed"),
-        (b"\xff\xfe k\n", "ERR command word is not valid UTF-8"),
+        (b"PING now\n", "ERR bad_request usage: PING"),
+        (
+            b"PUT k a\x00b\n",
+            "ERR bad_request NUL bytes are not allowed",
+        ),
+        (
+            b"\xff\xfe k\n",
+            "ERR bad_request command word is not valid UTF-8",
+        ),
         (
             b"PUT _k v\n",
-            "ERR invalid key: keys starting with '_' are reserved",
+            "ERR invalid_key keys starting with '_' are reserved",
         ),
-        (b"GET  k\n", "ERR usage: GET <key>"),
-        (b"PUT  v\n", "ERR invalid key: empty"),
+        (b"GET  k\n", "ERR bad_request usage: GET <key>"),
+        (b"PUT  v\n", "ERR invalid_key empty"),
         (
             b"GET k\x01\n",
-            "ERR invalid key: spaces and control characters are not allowed",
+            "ERR invalid_key spaces and control characters are not allowed",
         ),
     ];
     for (request, expected) in cases {
@@ -271,7 +280,7 @@ async fn bad_input_gets_err_and_connection_stays_usable() {
     let long_key = "k".repeat(1025);
     assert_eq!(
         c.ask(&format!("GET {long_key}")).await,
-        "ERR invalid key: 1025 bytes, the maximum is 1024"
+        "ERR invalid_key 1025 bytes, the maximum is 1024"
     );
     assert_eq!(c.ask("PING").await, "PONG");
 }
@@ -287,7 +296,10 @@ async fn over_long_line_is_refused_then_next_line_works() {
     // Terminated within one write.
     c.send(&[b'a'; 101]).await;
     c.send(b"\nPING\n").await;
-    assert_eq!(c.line().await, "ERR line too long");
+    assert_eq!(
+        c.line().await,
+        "ERR line_too_long the line is longer than 100 bytes and was discarded"
+    );
     assert_eq!(c.line().await, "PONG");
     // Unterminated across many writes: one error, the rest discarded up to the newline.
     c.send(b"PUT k ").await;
@@ -295,7 +307,10 @@ async fn over_long_line_is_refused_then_next_line_works() {
         c.send(&[b'x'; 1000]).await;
     }
     c.send(b"\nGET k\n").await;
-    assert_eq!(c.line().await, "ERR line too long");
+    assert_eq!(
+        c.line().await,
+        "ERR line_too_long the line is longer than 100 bytes and was discarded"
+    );
     assert_eq!(c.line().await, "NOT_FOUND");
     // Exactly at the limit, with CRLF, is fine.
     let mut line = b"PUT k ".to_vec();
@@ -312,21 +327,21 @@ async fn store_errors_become_err_lines() {
     server.store.set_failure(Some(StoreError::NoQuorum));
     assert_eq!(
         c.ask("PUT k v").await,
-        "ERR no quorum: the request was not proposed"
+        "ERR no_quorum the request was not proposed"
     );
     assert_eq!(
         c.ask("GET k").await,
-        "ERR no quorum: the request was not proposed"
+        "ERR no_quorum the request was not proposed"
     );
     server.store.set_failure(Some(StoreError::OutcomeUnknown));
     assert_eq!(
         c.ask("DEL k").await,
-        "ERR outcome unknown: the request was proposed but not confirmed in time; it may or may not have been applied"
+        "ERR outcome_unknown the request was proposed but not confirmed in time; it may or may not have been applied"
     );
     server
         .store
         .set_failure(Some(StoreError::Unavailable("catching up".into())));
-    assert_eq!(c.ask("CAS k 0 v").await, "ERR unavailable: catching up");
+    assert_eq!(c.ask("CAS k 0 v").await, "ERR unavailable catching up");
     server.store.set_failure(None);
     assert_eq!(c.ask("PUT k v").await, "OK 1");
 }
@@ -347,7 +362,7 @@ async fn values_with_newlines_are_not_sent_raw() {
     assert!(c
         .ask("GET multi")
         .await
-        .starts_with("ERR the value contains a newline"));
+        .starts_with("ERR value_has_newline "));
     assert_eq!(c.ask("PING").await, "PONG");
 }
 
@@ -373,7 +388,10 @@ async fn connections_beyond_the_cap_are_refused() {
     assert_eq!(a.ask("PING").await, "PONG");
     assert_eq!(b.ask("PING").await, "PONG");
     let mut refused = server.client().await;
-    assert_eq!(refused.line().await, "ERR too many connections");
+    assert!(refused
+        .line()
+        .await
+        .starts_with("ERR too_many_connections "));
     refused.expect_eof().await;
     // Closing one frees its slot.
     assert_eq!(a.ask("QUIT").await, "BYE");
@@ -384,7 +402,10 @@ async fn connections_beyond_the_cap_are_refused() {
         c.send(b"PING\n").await;
         match c.line().await.as_str() {
             "PONG" => break,
-            "ERR too many connections" if Instant::now() < deadline => {
+            refused
+                if refused.starts_with("ERR too_many_connections ")
+                    && Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(10)).await
             }
             other => panic!("unexpected reply {other}"),
@@ -407,7 +428,10 @@ async fn idle_connections_are_closed() {
         assert_eq!(c.ask("PING").await, "PONG");
     }
     let started = Instant::now();
-    assert_eq!(c.line().await, "ERR idle timeout, closing");
+    assert_eq!(
+        c.line().await,
+        "ERR idle_timeout nothing received for 200 ms; closing"
+    );
     c.expect_eof().await;
     assert!(started.elapsed() >= Duration::from_millis(150));
 }

@@ -1,4 +1,4 @@
-//! Fuzz target: the line protocol's scanner and parser (`server::line_parse`) on a buffer of
+//! Fuzz target: the line protocol's scanner and parser (`line_protocol::request`) on a buffer of
 //! pipelined lines. Seeds: valid and invalid requests (`corpus/line_parse/`).
 #![no_main]
 

@@ -94,7 +94,7 @@ pub fn run(command: ClientCommand, node: &NodeArgs) -> ExitCode {
         Err(e) => {
             eprintln!("consens: {e}");
             ExitCode::from(match e {
-                ClientError::InvalidRequest(_) | ClientError::Rejected(_) => EXIT_INVALID,
+                ClientError::InvalidRequest(_) | ClientError::Rejected { .. } => EXIT_INVALID,
                 ClientError::OutcomeUnknown { .. } => EXIT_OUTCOME_UNKNOWN,
                 _ => EXIT_FAILED,
             })

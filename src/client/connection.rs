@@ -27,7 +27,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::client::reply::{parse_reply, Reply, ServerError};
+use crate::line_protocol::{parse_reply, Reply};
 use crate::server::line::LINE_BYTES_MAX;
 
 /// The longest reply line accepted: a `VALUE` with the largest value, with room to spare.
@@ -341,11 +341,15 @@ async fn read_loop(
                 ));
                 break 'outer;
             };
-            if let Reply::Err(ServerError::Closing(reason)) = parse_reply(&line) {
-                // The node stopped reading before this request: it was not served.
-                let _ = p.reply.send(Err(CallError::NotSent(reason.clone())));
-                shared.close(format!("the node is closing the connection: {reason}"));
-                break 'outer;
+            match parse_reply(&line) {
+                Reply::Err(error) if error.kind.closes_connection() => {
+                    // The node stopped reading before this request: it was not served.
+                    let reason = error.to_string();
+                    let _ = p.reply.send(Err(CallError::NotSent(reason.clone())));
+                    shared.close(format!("the node is closing the connection: {reason}"));
+                    break 'outer;
+                }
+                _ => {}
             }
             let _ = p.reply.send(Ok(line));
             replies += 1;

@@ -31,9 +31,15 @@ pub enum ClientError {
     /// The request was refused before it left this process (bad key, value with a newline, ...).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
-    /// The node refused the request as malformed (`ERR <reason>`); it was not applied.
-    #[error("rejected by the node: {0}")]
-    Rejected(String),
+    /// The node refused the request (`ERR <kind> <message>`: a malformed request, an invalid
+    /// key, a too large value, ...); it was not applied.
+    #[error("rejected by the node ({kind}): {message}")]
+    Rejected {
+        /// The machine-readable reason.
+        kind: crate::line_protocol::ErrorKind,
+        /// The node's explanation, for people.
+        message: String,
+    },
     /// The node's reply did not fit the protocol (a bug or not a consens node).
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -59,7 +65,7 @@ impl ClientError {
             ClientError::OutcomeUnknown { .. } => "outcome_unknown",
             ClientError::Unavailable(_) => "unavailable",
             ClientError::InvalidRequest(_) => "invalid_request",
-            ClientError::Rejected(_) => "rejected",
+            ClientError::Rejected { .. } => "rejected",
             ClientError::Protocol(_) => "protocol",
             ClientError::Io(_) => "io",
             ClientError::AllNodesFailed { .. } => "all_nodes_failed",

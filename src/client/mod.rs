@@ -56,19 +56,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
+use crate::line_protocol::{encode_request, parse_reply, Reply, Request};
+pub use crate::line_protocol::{ErrorKind, Status};
 use crate::paxos::types::Revision;
-use crate::server::line_parse::{encode_request, Request};
 use crate::server::{validate_line_key, VALUE_BYTES_MAX};
 
 pub mod commands;
 mod connection;
 mod error;
-mod reply;
 
 use connection::{CallError, Connection};
 pub use error::ClientError;
-pub use reply::Status;
-use reply::{parse_reply, parse_status, Reply, ServerError};
 
 /// Default time a request may wait for its reply before the client gives up on the node. Longer
 /// than the node's own request timeout (5 s), so that the node's "no quorum" or "outcome
@@ -367,7 +365,7 @@ impl Client {
     pub async fn status(&self) -> Result<Status, ClientError> {
         let (reply, node) = self.call(&Request::Status, Retry::Idempotent).await?;
         match reply {
-            Reply::Other(line) => parse_status(&line).map_err(ClientError::Protocol),
+            Reply::Text(line) => Status::parse(&line).map_err(ClientError::Protocol),
             other => Err(unexpected("STATUS", other, &node)),
         }
     }
@@ -453,26 +451,33 @@ impl Client {
             .await;
             let lost = match outcome {
                 Ok(Ok(reply_line)) => match parse_reply(&reply_line) {
-                    Reply::Err(ServerError::NoQuorum) => {
-                        return Err(ClientError::NoQuorum { node })
-                    }
-                    Reply::Err(ServerError::OutcomeUnknown(reason)) => {
-                        return Err(ClientError::OutcomeUnknown { node, reason })
-                    }
-                    Reply::Err(ServerError::Unavailable(reason)) => {
-                        // Not proposed: any request may go to another node.
-                        self.fail_over(&connection, format!("unavailable: {reason}"))
-                            .await;
-                        last = Some(ClientError::Unavailable(format!("{node}: {reason}")));
-                        continue;
-                    }
-                    Reply::Err(ServerError::Other(reason)) => {
-                        return Err(ClientError::Rejected(reason))
-                    }
-                    // Filtered out by the connection, which turns it into NotSent.
-                    Reply::Err(ServerError::Closing(reason)) => {
-                        return Err(ClientError::Protocol(reason))
-                    }
+                    Reply::Err(error) => match error.kind {
+                        ErrorKind::NoQuorum => return Err(ClientError::NoQuorum { node }),
+                        ErrorKind::OutcomeUnknown => {
+                            return Err(ClientError::OutcomeUnknown {
+                                node,
+                                reason: error.to_string(),
+                            })
+                        }
+                        ErrorKind::Unavailable | ErrorKind::ShuttingDown => {
+                            // Not proposed: any request may go to another node.
+                            self.fail_over(&connection, error.to_string()).await;
+                            last = Some(ClientError::Unavailable(format!("{node}: {error}")));
+                            continue;
+                        }
+                        // The connection turns these into NotSent; one seen here is out of place.
+                        ErrorKind::TooManyConnections | ErrorKind::IdleTimeout => {
+                            return Err(ClientError::Protocol(format!(
+                                "{node} answered a request with {error}"
+                            )))
+                        }
+                        kind => {
+                            return Err(ClientError::Rejected {
+                                kind,
+                                message: error.message,
+                            })
+                        }
+                    },
                     reply => return Ok((reply, node)),
                 },
                 Ok(Err(CallError::NotSent(reason))) => {

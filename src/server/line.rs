@@ -1,27 +1,18 @@
 //! The line protocol server: one request per line, one reply per line, for netcat and scripts.
-//!
-//! ```text
-//! PUT <key> <value>              -> OK <revision>
-//! GET <key>                      -> VALUE <value>  | NOT_FOUND
-//! DEL <key>                      -> OK             | NOT_FOUND
-//! CAS <key> <revision> <value>   -> OK <revision>  | CONFLICT <current revision>
-//! PING -> PONG   STATUS -> one-line summary   HELP -> the commands   QUIT -> BYE, then close
-//! anything malformed             -> ERR <reason>   (the connection stays usable)
-//! ```
-//!
-//! Replies end with `\n`. The grammar lives in [`crate::server::line_parse`]; this module owns the
-//! connections: the connection cap, the idle timeout, the line-length limit, pipelining and
-//! graceful shutdown.
+//! The wire format (requests, replies, error kinds, the `STATUS` line) is
+//! [`crate::line_protocol`], shared with the client; this module owns the connections: the
+//! connection cap, the idle timeout, the line-length limit, pipelining and graceful shutdown.
+//! A malformed request gets an `ERR` reply and the connection stays usable.
 //!
 //! **Pipelining.** A client may send many requests without waiting. Up to [`PIPELINE_DEPTH_MAX`]
 //! requests per connection run concurrently; replies are written in request order. Requests on
 //! the same key from one connection run one after the other, so `PUT k v` then `GET k` reads `v`.
 //!
-//! **Limits.** A line longer than `line_bytes_max` gets `ERR line too long`; the rest of it is
+//! **Limits.** A line longer than `line_bytes_max` gets `ERR line_too_long`; the rest of it is
 //! discarded up to the next newline, so a connection's buffer never holds more than the limit plus
-//! one read. Beyond `connections_max` connections, new ones get `ERR too many connections` and are
+//! one read. Beyond `connections_max` connections, new ones get `ERR too_many_connections` and are
 //! closed. A connection with nothing in flight and nothing received for `idle_timeout` gets
-//! `ERR idle timeout` and is closed.
+//! `ERR idle_timeout` and is closed.
 //!
 //! **Shutdown.** When the shutdown future completes the server stops accepting; every connection
 //! stops reading, finishes the requests it has in flight, writes their replies and closes.
@@ -41,8 +32,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::time::Instant;
 
+use crate::line_protocol::reply::value_fits_line;
+use crate::line_protocol::request::HELP_TEXT;
+use crate::line_protocol::{
+    parse_request, scan_line, ErrorKind, ErrorReply, ParseError, Reply, Request, Scan, Status,
+};
 use crate::paxos::types::{Op, Outcome};
-use crate::server::line_parse::{parse_request, scan_line, ParseError, Request, Scan, HELP_TEXT};
 use crate::server::{Consistency, Store, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// Default cap on simultaneous connections (each costs a task and up to two line buffers).
@@ -115,7 +110,14 @@ pub async fn serve_line<S: Store>(
         }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             // A fresh socket's send buffer is empty, so this short write completes at once.
-            let _ = socket.try_write(b"ERR too many connections\n");
+            let refusal = Reply::Err(ErrorReply::new(
+                ErrorKind::TooManyConnections,
+                format!(
+                    "this node serves at most {} connections; try another node or later",
+                    options.connections_max
+                ),
+            ));
+            let _ = socket.try_write(&refusal.to_line());
             tracing::debug!(%peer, "line protocol: refused, too many connections");
             continue;
         };
@@ -142,35 +144,14 @@ pub async fn serve_line<S: Store>(
     Ok(())
 }
 
-/// A reply line, ready to write.
-struct Reply {
-    /// The line including its `\n`.
-    bytes: Vec<u8>,
-}
-
-impl Reply {
-    fn line(parts: &[&[u8]]) -> Reply {
-        let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 1);
-        for part in parts {
-            bytes.extend_from_slice(part);
-        }
-        bytes.push(b'\n');
-        Reply { bytes }
-    }
-
-    fn text(text: &str) -> Reply {
-        Reply::line(&[text.as_bytes()])
-    }
-
-    fn error(reason: &dyn std::fmt::Display) -> Reply {
-        Reply::text(&format!("ERR {reason}"))
-    }
-}
-
 type ReplyFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
 fn ready(reply: Reply) -> ReplyFuture {
     Box::pin(std::future::ready(reply))
+}
+
+fn error_reply(error: impl Into<ErrorReply>) -> Reply {
+    Reply::Err(error.into())
 }
 
 /// One client connection.
@@ -198,6 +179,8 @@ impl<S: Store> Connection<S> {
         // The client closed its sending side.
         let mut eof = false;
         let mut last_activity = Instant::now();
+        // Each reply is encoded here before it is written.
+        let mut line = Vec::new();
 
         loop {
             // Turn complete lines into in-flight requests, up to the pipeline window.
@@ -232,7 +215,13 @@ impl<S: Store> Connection<S> {
                                 discarding = true;
                             }
                         }
-                        in_flight.push_back(ready(Reply::text("ERR line too long")));
+                        in_flight.push_back(ready(error_reply(ErrorReply::new(
+                            ErrorKind::LineTooLong,
+                            format!(
+                                "the line is longer than {} bytes and was discarded",
+                                self.options.line_bytes_max
+                            ),
+                        ))));
                     }
                 }
             }
@@ -243,11 +232,13 @@ impl<S: Store> Connection<S> {
 
             tokio::select! {
                 Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
-                    writer.write_all(&reply.bytes).await?;
-                    // Write every reply that is already done, then flush once.
+                    line.clear();
+                    reply.encode(&mut line);
+                    // Encode every reply that is already done too, then write and flush once.
                     while let Some(Some(reply)) = in_flight.next().now_or_never() {
-                        writer.write_all(&reply.bytes).await?;
+                        reply.encode(&mut line);
                     }
+                    writer.write_all(&line).await?;
                     writer.flush().await?;
                     last_activity = Instant::now();
                 }
@@ -269,7 +260,14 @@ impl<S: Store> Connection<S> {
                     }
                 }
                 () = tokio::time::sleep_until(idle_deadline), if in_flight.is_empty() && !eof => {
-                    writer.write_all(b"ERR idle timeout, closing\n").await?;
+                    let idle = Reply::Err(ErrorReply::new(
+                        ErrorKind::IdleTimeout,
+                        format!(
+                            "nothing received for {} ms; closing",
+                            self.options.idle_timeout.as_millis()
+                        ),
+                    ));
+                    writer.write_all(&idle.to_line()).await?;
                     break;
                 }
                 _ = stop.changed(), if accepting => {
@@ -285,23 +283,30 @@ impl<S: Store> Connection<S> {
     fn start(&mut self, parsed: Result<Request, ParseError>) -> ReplyFuture {
         let request = match parsed {
             Ok(request) => request,
-            Err(error) => return ready(Reply::error(&error)),
+            Err(error) => return ready(error_reply(&error)),
         };
         match request {
-            Request::Ping => ready(Reply::text("PONG")),
-            Request::Help => ready(Reply::text(HELP_TEXT)),
-            Request::Quit => ready(Reply::text("BYE")),
-            Request::Status => ready(Reply::text(&status_line(&self.store))),
+            Request::Ping => ready(Reply::Pong),
+            Request::Help => ready(Reply::Text(Bytes::from_static(HELP_TEXT.as_bytes()))),
+            Request::Quit => ready(Reply::Bye),
+            Request::Status => {
+                let status = Status::of_node(&self.store.status(), self.store.healthy());
+                ready(Reply::Text(Bytes::from(status.encode())))
+            }
             Request::Get { key } => {
                 let store = self.store.clone();
                 self.after_key(key.clone(), async move {
                     match store.read(key, Consistency::Linearizable).await {
-                        Ok(Some(entry)) if entry.value.contains(&b'\n') => Reply::text(
-                            "ERR the value contains a newline and cannot be shown here; use HTTP",
-                        ),
-                        Ok(Some(entry)) => Reply::line(&[b"VALUE ", &entry.value]),
-                        Ok(None) => Reply::text("NOT_FOUND"),
-                        Err(error) => Reply::error(&error),
+                        Ok(Some(entry)) if !value_fits_line(&entry.value) => {
+                            error_reply(ErrorReply::new(
+                                ErrorKind::ValueHasNewline,
+                                "the value has a line break and cannot be shown on one line; \
+                                 read it over HTTP",
+                            ))
+                        }
+                        Ok(Some(entry)) => Reply::Value(entry.value),
+                        Ok(None) => Reply::NotFound,
+                        Err(error) => error_reply(&error),
                     }
                 })
             }
@@ -328,12 +333,12 @@ impl<S: Store> Connection<S> {
         self.after_key(op.key().clone(), async move {
             match store.write(op).await {
                 Ok(Outcome::Created { revision } | Outcome::Updated { revision }) => {
-                    Reply::text(&format!("OK {revision}"))
+                    Reply::Ok(Some(revision))
                 }
-                Ok(Outcome::Conflict { current }) => Reply::text(&format!("CONFLICT {current}")),
-                Ok(Outcome::Deleted) => Reply::text("OK"),
-                Ok(Outcome::NotFound) => Reply::text("NOT_FOUND"),
-                Err(error) => Reply::error(&error),
+                Ok(Outcome::Conflict { current }) => Reply::Conflict(current),
+                Ok(Outcome::Deleted) => Reply::Ok(None),
+                Ok(Outcome::NotFound) => Reply::NotFound,
+                Err(error) => error_reply(&error),
             }
         })
     }
@@ -362,28 +367,4 @@ impl<S: Store> Connection<S> {
             reply
         })
     }
-}
-
-/// The reply to `STATUS`: the node's state as `name=value` pairs on one line.
-fn status_line<S: Store>(store: &S) -> String {
-    let status = store.status();
-    let reachable = status
-        .members
-        .iter()
-        .filter(|m| m.is_self || m.last_heard_ms_ago.is_some())
-        .count();
-    format!(
-        "node={} id={} role={} leader={} ballot={} decided={} applied={} digest={} members={} heard={} healthy={}",
-        status.node,
-        status.node_id,
-        status.role,
-        status.leader.as_deref().unwrap_or("-"),
-        status.ballot,
-        status.decided,
-        status.applied,
-        status.digest,
-        status.members.len(),
-        reachable,
-        store.healthy(),
-    )
 }

@@ -7,7 +7,8 @@
 //! tests and benches.
 //!
 //! - [`http`]: the HTTP API (axum), for curl and programs.
-//! - [`line`](mod@line): the line protocol, for netcat; its pure parser is [`line_parse`].
+//! - [`line`](mod@line): the line protocol, for netcat; its wire format (shared with the
+//!   client) is [`crate::line_protocol`].
 //!
 //! Both servers share the limits below and the key rules of [`validate_key`].
 
@@ -20,7 +21,6 @@ use crate::paxos::types::{Entry, Op, Outcome};
 
 pub mod http;
 pub mod line;
-pub mod line_parse;
 pub mod memory;
 
 /// The longest key, in bytes. Keys travel in every Accept of their slot and in the line
@@ -44,30 +44,56 @@ pub enum Consistency {
     Stale,
 }
 
-/// Why the node could not serve a request. Both servers map these to replies (HTTP 503,
-/// `ERR <message>`), so the messages are written for the person at the terminal.
-#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+/// Why the node could not serve a request. HTTP answers with the `Display` text (a name, then
+/// [`StoreError::detail`]); the line protocol with an error kind and the detail.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreError {
     /// No quorum was reachable; the request was not proposed, so retrying is safe.
-    #[error("no quorum: the request was not proposed")]
     NoQuorum,
-    /// The request was proposed but its decision was not seen in time (`docs/architecture.md`: timeouts
-    /// are not failures).
-    #[error(
-        "outcome unknown: the request was proposed but not confirmed in time; it may or may not have been applied"
-    )]
+    /// The request was proposed but its decision was not seen in time (`docs/architecture.md`:
+    /// timeouts are not failures).
     OutcomeUnknown,
     /// The node cannot serve now for the given reason (catching up, no leader known, ...).
-    #[error("unavailable: {0}")]
     Unavailable(String),
     /// The node is stopping and takes no new requests.
-    #[error("shutting down")]
     ShuttingDown,
     /// The node refused the request as too large to replicate (the servers already enforce
     /// [`KEY_BYTES_MAX`] and [`VALUE_BYTES_MAX`]; this is the node's own last check).
-    #[error("too large: the request does not fit one replicated command")]
     TooLarge,
 }
+
+impl StoreError {
+    /// What happened, for the person at the terminal, without the error's name.
+    pub fn detail(&self) -> String {
+        match self {
+            StoreError::NoQuorum => "the request was not proposed".to_string(),
+            StoreError::OutcomeUnknown => "the request was proposed but not confirmed in time; \
+                it may or may not have been applied"
+                .to_string(),
+            StoreError::Unavailable(why) => why.clone(),
+            StoreError::ShuttingDown => "the node takes no new requests".to_string(),
+            StoreError::TooLarge => "the request does not fit one replicated command".to_string(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            StoreError::NoQuorum => "no quorum",
+            StoreError::OutcomeUnknown => "outcome unknown",
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::ShuttingDown => "shutting down",
+            StoreError::TooLarge => "too large",
+        }
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.name(), self.detail())
+    }
+}
+
+impl std::error::Error for StoreError {}
 
 /// One member as this node sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -128,18 +154,34 @@ pub trait Store: Clone + Send + Sync + 'static {
     }
 }
 
-/// Why a key is refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// Why a key is refused. The `Display` text is "invalid key: " and the [`KeyError::detail`].
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyError {
-    #[error("invalid key: empty")]
     Empty,
-    #[error("invalid key: {len} bytes, the maximum is {KEY_BYTES_MAX}")]
     TooLong { len: usize },
-    #[error("invalid key: keys starting with '_' are reserved")]
     Reserved,
-    #[error("invalid key: spaces and control characters are not allowed")]
     ControlOrSpace,
 }
+
+impl KeyError {
+    /// What is wrong with the key.
+    pub fn detail(&self) -> String {
+        match self {
+            KeyError::Empty => "empty".to_string(),
+            KeyError::TooLong { len } => format!("{len} bytes, the maximum is {KEY_BYTES_MAX}"),
+            KeyError::Reserved => "keys starting with '_' are reserved".to_string(),
+            KeyError::ControlOrSpace => "spaces and control characters are not allowed".to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid key: {}", self.detail())
+    }
+}
+
+impl std::error::Error for KeyError {}
 
 /// The rules every key obeys, whichever server it came through: 1..=[`KEY_BYTES_MAX`] bytes,
 /// not starting with [`KEY_RESERVED_PREFIX`]. Other bytes are allowed (HTTP keys are raw,

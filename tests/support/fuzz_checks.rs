@@ -14,13 +14,13 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
+use consens::line_protocol::{self, Scan};
 use consens::net::auth::ClusterKey;
 use consens::net::codec::{self, Header};
 use consens::net::wire::Wire;
 use consens::paxos::message::SlotState;
 use consens::paxos::types::{Ballot, Command, CommandId, NodeId, Op, Value};
 use consens::paxos::Message;
-use consens::server::line_parse::{self, Scan};
 use consens::snapshot::SnapshotChunk;
 use consens::wal::record::{self, Frame};
 
@@ -327,7 +327,7 @@ pub fn seed_wal_segments() -> Vec<(String, Vec<u8>)> {
 pub fn check_lines(buf: &[u8]) {
     let mut rest = buf;
     loop {
-        match line_parse::scan_line(rest, FUZZ_LINE_BYTES_MAX) {
+        match line_protocol::scan_line(rest, FUZZ_LINE_BYTES_MAX) {
             Scan::Incomplete => {
                 assert!(rest.len() <= FUZZ_LINE_BYTES_MAX + 1);
                 assert!(!rest.contains(&b'\n'));
@@ -355,16 +355,16 @@ pub fn check_lines(buf: &[u8]) {
 
 /// Parses one line; an accepted request must encode to a line that parses to the same request.
 pub fn check_line(line: &[u8]) {
-    match line_parse::parse_request(line) {
+    match line_protocol::parse_request(line) {
         Ok(request) => {
             let mut encoded = Vec::new();
-            line_parse::encode_request(&request, &mut encoded);
+            line_protocol::encode_request(&request, &mut encoded);
             assert_eq!(
                 encoded.pop(),
                 Some(b'\n'),
                 "encoded requests end with a newline"
             );
-            assert_eq!(line_parse::parse_request(&encoded), Ok(request));
+            assert_eq!(line_protocol::parse_request(&encoded), Ok(request));
         }
         Err(error) => {
             // Every error is a one-line reason.

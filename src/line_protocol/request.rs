@@ -2,8 +2,8 @@
 //!
 //! Parsing happens in two steps, as in mini-redis: [`scan_line`] finds the next complete line in
 //! a buffer and tells "incomplete, read more" apart from "too long, discard"; [`parse_request`]
-//! turns one complete line into a [`Request`] or a [`ParseError`] whose message becomes the
-//! `ERR <reason>` reply. The grammar (one request per line, LF or CRLF):
+//! turns one complete line into a [`Request`] or a [`ParseError`], which becomes an `ERR` reply
+//! (`line_protocol::reply`). [`encode_request`] is the client's side. The grammar (one request per line, LF or CRLF):
 //!
 //! ```text
 //! PUT <key> <value>              GET <key>        DEL <key>
@@ -84,7 +84,8 @@ pub fn scan_line(buf: &[u8], line_bytes_max: usize) -> Scan<'_> {
     }
 }
 
-/// Why a line is not a valid request. The `Display` text is the reason in `ERR <reason>`.
+/// Why a line is not a valid request. The `Display` text names the problem; the `ERR` reply
+/// carries its kind and [`ParseError::detail`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     #[error("empty line")]
@@ -103,6 +104,20 @@ pub enum ParseError {
     ValueTooLarge { len: usize },
     #[error("{0}")]
     Key(#[from] KeyError),
+}
+
+impl ParseError {
+    /// What is wrong, without what the error kind already says.
+    pub fn detail(&self) -> String {
+        match self {
+            ParseError::UnknownCommand(word) => format!("'{word}' (try HELP)"),
+            ParseError::ValueTooLarge { len } => {
+                format!("{len} bytes, the maximum is {VALUE_BYTES_MAX}")
+            }
+            ParseError::Key(key) => key.detail(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// The longest command word shown back in an "unknown command" error.
