@@ -40,17 +40,51 @@ pub enum KvError {
 }
 
 /// The key-value state after applying slots `1..=applied`.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct KvState {
     /// The last slot applied; the next call to [`KvState::apply`] must bring `applied + 1`.
     applied: Slot,
     /// Keys in byte order, so snapshots and scans are deterministic.
-    entries: BTreeMap<Bytes, Entry>,
+    entries: BTreeMap<Bytes, Stored>,
     /// Which command ids were applied (the at-most-once rule).
     applied_ids: AppliedIds,
-    /// The wrapping sum of [`entry_digest`] over `entries`, kept as entries change, so that two
-    /// replicas can compare their states at a slot without encoding them (`/_status`).
-    digest: u64,
+    /// The wrapping sum of the digests of the entries that have one ([`Stored::digest`]), kept
+    /// as entries change; [`KvState::digest`] adds those of `unhashed` first.
+    hashed_sum: u64,
+    /// Keys written since the digest was last asked for, whose entries have no digest yet (a
+    /// key may be listed twice, or be gone since). Hashing a value when the digest is asked for,
+    /// not when it is applied, hashes a key written many times in between once, and never
+    /// hashes a value that was replaced before anyone asked.
+    unhashed: Vec<Bytes>,
+}
+
+/// Entries written without a digest being asked for beyond this many are hashed at once, so
+/// that `unhashed` stays bounded on a node whose digest nobody reads.
+const UNHASHED_KEYS_MAX: usize = 4096;
+
+/// Equal states are equal whatever digests each has computed so far.
+impl PartialEq for KvState {
+    fn eq(&self, other: &KvState) -> bool {
+        self.applied == other.applied
+            && self.applied_ids == other.applied_ids
+            && self.entries.len() == other.entries.len()
+            && self
+                .entries
+                .iter()
+                .zip(&other.entries)
+                .all(|((k1, s1), (k2, s2))| k1 == k2 && s1.entry == s2.entry)
+    }
+}
+
+impl Eq for KvState {}
+
+/// One stored entry with its share of the digest once computed, kept so that replacing or
+/// deleting it never reads the old value again (on a large state it is cold in the cache).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stored {
+    entry: Entry,
+    /// `None` until [`KvState::digest`] hashes it; the key is then in `unhashed`.
+    digest: Option<u64>,
 }
 
 /// The snapshot layout, borrowed for encoding. Field order is the byte order.
@@ -58,8 +92,17 @@ pub struct KvState {
 struct SnapshotRef<'a> {
     version: u8,
     applied: Slot,
-    entries: &'a BTreeMap<Bytes, Entry>,
+    entries: EntriesRef<'a>,
     applied_ids: Vec<WindowRecord>,
+}
+
+/// The entries, encoded as a map of key to [`Entry`] (the digests are not part of a snapshot).
+struct EntriesRef<'a>(&'a BTreeMap<Bytes, Stored>);
+
+impl Serialize for EntriesRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(key, stored)| (key, &stored.entry)))
+    }
 }
 
 /// The snapshot layout, owned for decoding. Entries decode as a sequence (same bytes as the map)
@@ -89,7 +132,7 @@ impl KvState {
 
     /// The entry stored under `key`, if any.
     pub fn get(&self, key: &[u8]) -> Option<&Entry> {
-        self.entries.get(key)
+        self.entries.get(key).map(|stored| &stored.entry)
     }
 
     /// The last applied slot (0 before the first).
@@ -98,10 +141,41 @@ impl KvState {
     }
 
     /// A 64-bit digest of the keys, values and revisions: equal states at the same applied slot
-    /// give equal digests on every node of one build. It covers the entries, not the
+    /// give equal digests on every node, whatever its build. It covers the entries, not the
     /// at-most-once record (a pure function of the same applied sequence).
-    pub fn digest(&self) -> u64 {
-        self.digest
+    pub fn digest(&mut self) -> u64 {
+        for key in std::mem::take(&mut self.unhashed) {
+            if let Some(stored) = self.entries.get_mut(&key) {
+                if stored.digest.is_none() {
+                    let digest = entry_digest(&key, &stored.entry);
+                    stored.digest = Some(digest);
+                    self.hashed_sum = self.hashed_sum.wrapping_add(digest);
+                }
+            }
+        }
+        self.hashed_sum
+    }
+
+    /// Stores `entry` under `key` without its digest yet, and takes the old entry's digest (if
+    /// it had one) out of the sum.
+    fn store(&mut self, key: &Bytes, entry: Entry) {
+        let stored = Stored {
+            entry,
+            digest: None,
+        };
+        if let Some(old) = self.entries.insert(key.clone(), stored) {
+            self.forget_digest(&old);
+        }
+        self.unhashed.push(key.clone());
+        if self.unhashed.len() > UNHASHED_KEYS_MAX {
+            self.digest();
+        }
+    }
+
+    fn forget_digest(&mut self, old: &Stored) {
+        if let Some(digest) = old.digest {
+            self.hashed_sum = self.hashed_sum.wrapping_sub(digest);
+        }
     }
 
     /// The number of keys.
@@ -144,7 +218,7 @@ impl KvState {
         }
         let outcome = match &command.op {
             Op::Put { key, value, expect } => {
-                let current: Revision = self.entries.get(key).map_or(0, |e| e.revision);
+                let current: Revision = self.entries.get(key).map_or(0, |s| s.entry.revision);
                 match expect {
                     Some(expected) if *expected != current => Outcome::Conflict { current },
                     _ => {
@@ -152,10 +226,7 @@ impl KvState {
                             value: value.clone(),
                             revision: slot,
                         };
-                        self.digest = self.digest.wrapping_add(entry_digest(key, &entry));
-                        if let Some(old) = self.entries.insert(key.clone(), entry) {
-                            self.digest = self.digest.wrapping_sub(entry_digest(key, &old));
-                        }
+                        self.store(key, entry);
                         if current == 0 {
                             Outcome::Created { revision: slot }
                         } else {
@@ -166,7 +237,7 @@ impl KvState {
             }
             Op::Delete { key } => match self.entries.remove(key) {
                 Some(old) => {
-                    self.digest = self.digest.wrapping_sub(entry_digest(key, &old));
+                    self.forget_digest(&old);
                     Outcome::Deleted
                 }
                 None => Outcome::NotFound,
@@ -183,7 +254,7 @@ impl KvState {
         let snapshot = SnapshotRef {
             version: SNAPSHOT_FORMAT_VERSION,
             applied: self.applied,
-            entries: &self.entries,
+            entries: EntriesRef(&self.entries),
             applied_ids: self.applied_ids.to_records(),
         };
         // Encoding into a Vec only fails on types serde cannot express; ours are plain data.
@@ -203,7 +274,8 @@ impl KvState {
                     .map_err(KvError::Invalid)?;
                 Ok(KvState {
                     applied: snapshot.applied,
-                    digest: digest_of(&entries),
+                    hashed_sum: 0,
+                    unhashed: entries.keys().cloned().collect(),
                     entries,
                     applied_ids,
                 })
@@ -220,7 +292,8 @@ impl KvState {
                 }
                 Ok(KvState {
                     applied: snapshot.applied,
-                    digest: digest_of(&entries),
+                    hashed_sum: 0,
+                    unhashed: entries.keys().cloned().collect(),
                     entries,
                     applied_ids: AppliedIds::from_ids(&snapshot.applied_ids, snapshot.applied),
                 })
@@ -230,24 +303,21 @@ impl KvState {
     }
 }
 
-/// One entry's share of [`KvState::digest`]. `DefaultHasher::new()` is the same hasher in every
-/// process of one build, which is all replicas comparing their states need.
+/// One entry's share of [`KvState::digest`]: XXH3-64 over the key's XXH3-64, the value's
+/// CRC-32, both lengths and the revision. Both functions are fixed by their specs, so digests
+/// compare across processes, builds and versions. The value goes through the CRC because every
+/// written value is hashed once and the CRC is the faster of the two on long inputs
+/// (`docs/benchmarks.md`); two different values of one length and revision then give the same
+/// digest with probability 2^-32.
 fn entry_digest(key: &[u8], entry: &Entry) -> u64 {
-    use std::hash::Hasher;
-    let mut hasher = std::hash::DefaultHasher::new();
-    hasher.write_usize(key.len());
-    hasher.write(key);
-    hasher.write_usize(entry.value.len());
-    hasher.write(&entry.value);
-    hasher.write_u64(entry.revision);
-    hasher.finish()
-}
-
-/// [`KvState::digest`] of a whole map.
-fn digest_of(entries: &BTreeMap<Bytes, Entry>) -> u64 {
-    entries.iter().fold(0, |sum, (key, entry)| {
-        sum.wrapping_add(entry_digest(key, entry))
-    })
+    use xxhash_rust::xxh3::xxh3_64;
+    let mut parts = [0u8; 36];
+    parts[..8].copy_from_slice(&xxh3_64(key).to_le_bytes());
+    parts[8..12].copy_from_slice(&crc32fast::hash(&entry.value).to_le_bytes());
+    parts[12..20].copy_from_slice(&(key.len() as u64).to_le_bytes());
+    parts[20..28].copy_from_slice(&(entry.value.len() as u64).to_le_bytes());
+    parts[28..].copy_from_slice(&entry.revision.to_le_bytes());
+    xxh3_64(&parts)
 }
 
 /// Decodes `bytes` as one `T` with nothing after it.
@@ -268,7 +338,7 @@ fn decode_whole<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, KvError> {
 fn entries_checked(
     entries: Vec<(Bytes, Entry)>,
     applied: Slot,
-) -> Result<BTreeMap<Bytes, Entry>, KvError> {
+) -> Result<BTreeMap<Bytes, Stored>, KvError> {
     let mut previous: Option<&Bytes> = None;
     for (key, entry) in &entries {
         if previous.is_some_and(|p| p >= key) {
@@ -284,7 +354,16 @@ fn entries_checked(
         }
         previous = Some(key);
     }
-    Ok(entries.into_iter().collect())
+    Ok(entries
+        .into_iter()
+        .map(|(key, entry)| {
+            let stored = Stored {
+                entry,
+                digest: None,
+            };
+            (key, stored)
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -333,11 +412,43 @@ mod tests {
         assert_eq!(kv.digest(), one_key);
         kv.apply(4, &put(4, "a", "x", None));
         assert_ne!(kv.digest(), one_key, "a new revision changes the digest");
-        let restored = KvState::from_snapshot_bytes(&kv.to_snapshot_bytes()).expect("decodes");
+        let mut restored = KvState::from_snapshot_bytes(&kv.to_snapshot_bytes()).expect("decodes");
         assert_eq!(restored.digest(), kv.digest());
         let mut other = KvState::new();
         other.apply(1, &put(9, "a", "z", None));
         assert_ne!(other.digest(), one_key, "another value, another digest");
+    }
+
+    #[test]
+    fn the_digest_does_not_depend_on_when_it_is_asked_for() {
+        // One state asked after every slot, one only at the end, one past the unhashed bound.
+        let (mut eager, mut lazy) = (KvState::new(), KvState::new());
+        let ops: Vec<Value> = (1..=200u64)
+            .map(|slot| match slot % 7 {
+                0 => del(slot, &format!("k{}", slot % 5)),
+                _ => put(slot, &format!("k{}", slot % 5), &format!("v{slot}"), None),
+            })
+            .collect();
+        for (slot, op) in (1..).zip(&ops) {
+            eager.apply(slot, op);
+            eager.digest();
+            lazy.apply(slot, op);
+        }
+        assert_eq!(lazy.digest(), eager.digest());
+        let mut many = KvState::new();
+        let slots = UNHASHED_KEYS_MAX as u64 * 2 + 3;
+        let mut asked = KvState::new();
+        for slot in 1..=slots {
+            let op = put(slot, &format!("k{}", slot % 3000), "v", None);
+            many.apply(slot, &op);
+            asked.apply(slot, &op);
+            if slot % 1000 == 0 {
+                asked.digest();
+            }
+        }
+        assert!(many.unhashed.len() <= UNHASHED_KEYS_MAX);
+        assert_eq!(many.digest(), asked.digest());
+        assert_eq!(many, asked);
     }
 
     #[test]

@@ -519,6 +519,11 @@ impl Driver {
         &self.kv
     }
 
+    /// The applied slot and the state's digest there (`KvState::digest`).
+    pub fn applied_digest(&mut self) -> (Slot, u64) {
+        (self.kv.applied(), self.kv.digest())
+    }
+
     /// Client requests this node still owes an answer.
     pub fn requests_pending(&self) -> usize {
         self.waiting_writes.len() + self.pending_writes.len() + self.pending_reads.len()
@@ -867,7 +872,7 @@ impl Driver {
         let status = crate::node::status::build(
             &self.config,
             &core,
-            &self.kv,
+            &mut self.kv,
             &self.last_heard_ms,
             self.now_ms,
             &self.metrics,

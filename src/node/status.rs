@@ -41,7 +41,7 @@ pub fn initial(config: &ServeConfig) -> NodeStatus {
 pub fn build(
     config: &DriverConfig,
     core: &ReplicaStatus,
-    kv: &KvState,
+    kv: &mut KvState,
     last_heard_ms: &[Option<u64>],
     now_ms: u64,
     metrics: &Metrics,

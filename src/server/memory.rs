@@ -124,7 +124,7 @@ impl Store for MemoryStore {
 
     fn status(&self) -> NodeStatus {
         let (applied, digest) = {
-            let kv = lock(&self.inner.kv);
+            let mut kv = lock(&self.inner.kv);
             (kv.applied(), kv.digest())
         };
         NodeStatus {

@@ -153,11 +153,11 @@ impl Checker {
     }
 
     /// End-of-run checks, once every node is up and the cluster has settled.
-    pub fn finish(&mut self, nodes: &[SimNode], history: &[HistEntry]) {
+    pub fn finish(&mut self, nodes: &mut [SimNode], history: &[HistEntry]) {
         // Agreement of what each core holds as decided, beyond what was applied.
         let mut finals = Vec::new();
-        for (i, node) in nodes.iter().enumerate() {
-            let Some(driver) = node.driver.as_ref() else {
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let Some(driver) = node.driver.as_mut() else {
                 self.violations
                     .push(format!("convergence: n{i} is down at the end"));
                 continue;
@@ -172,7 +172,8 @@ impl Checker {
                     }
                 }
             }
-            finals.push((i, driver.kv().applied(), driver.kv().digest()));
+            let (slot, digest) = driver.applied_digest();
+            finals.push((i, slot, digest));
         }
         // Convergence: the same slot and the same state everywhere.
         if let Some(&(_, slot, digest)) = finals.first() {

@@ -189,7 +189,7 @@ pub fn run_with(seed: u64, planted_bug: Option<PlantedBug>) -> Report {
     for _ in 0..SETTLE_TICKS {
         sim.step(false);
     }
-    sim.checker.finish(&sim.nodes, &sim.clients.history);
+    sim.checker.finish(&mut sim.nodes, &sim.clients.history);
     sim.hash.add(sim.rng.next_u64());
     let snapshots_taken = sim.nodes.iter().map(|n| n.snapshots_taken).sum();
     Report {
@@ -220,8 +220,8 @@ impl Simulation {
         let seed = self.rng.next_u64();
         let config = self.config(i);
         self.nodes[i].start(config, &self.setup, seed);
-        let driver = self.nodes[i].driver.as_ref().expect("just started");
-        let (slot, digest) = (driver.kv().applied(), driver.kv().digest());
+        let driver = self.nodes[i].driver.as_mut().expect("just started");
+        let (slot, digest) = driver.applied_digest();
         self.checker.restarted(i, slot, digest);
         self.trace.push(format!(
             "t{} n{i} started at slot {slot} (decided {})",
