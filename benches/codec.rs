@@ -5,11 +5,11 @@
 //! Run: `cargo bench --bench codec` (figures in docs/benchmarks.md).
 
 use bytes::Bytes;
-use consens::net::auth::ClusterKey;
-use consens::net::codec::{decode_keyed, encode_keyed, Header};
-use consens::net::wire::Wire;
-use consens::paxos::types::{Ballot, Command, CommandId, NodeId, Op, Value};
-use consens::paxos::Message;
+use consens::internals::net::auth::ClusterKey;
+use consens::internals::net::codec::{decode_keyed, encode_keyed, Header};
+use consens::internals::net::wire::Wire;
+use consens::internals::paxos::types::{Ballot, Command, CommandId, NodeId, Op, Value};
+use consens::internals::paxos::Message;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 /// Commands in the accept batch.

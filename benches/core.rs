@@ -6,8 +6,8 @@
 //! Run: `cargo bench --bench core -- --warm-up-time 1 --measurement-time 5`.
 
 use bytes::Bytes;
-use consens::paxos::types::{Command, CommandId, NodeId, Op, Value};
-use consens::paxos::{Config, Message, Recovered, Replica, Role};
+use consens::internals::paxos::types::{Command, CommandId, NodeId, Op, Value};
+use consens::internals::paxos::{Config, Message, Recovered, Replica, Role};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::collections::VecDeque;
 

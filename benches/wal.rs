@@ -17,8 +17,8 @@
 //! Run: `cargo bench --bench wal -- --warm-up-time 1 --measurement-time 3`. The data lives in a
 //! temporary directory under `$TMPDIR` (a real disk here, so syncs are real).
 
-use consens::wal::record::frame_bytes;
-use consens::wal::{Wal, WalIdentity, WalOptions};
+use consens::internals::wal::record::frame_bytes;
+use consens::internals::wal::{Wal, WalIdentity, WalOptions};
 use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion, Throughput};
 use memmap2::{MmapMut, MmapOptions};
 use std::fs::{File, OpenOptions};

@@ -59,35 +59,38 @@ while ((SECONDS < end)); do
 done
 echo "chaos runs: $runs, seeds $SEED..$((seed - 1)), 0 violations"
 
-if ((KILL_CYCLES > 0)); then
-    log="$LOG_DIR/durability-${KILL_CYCLES}cycles.log"
-    echo "== durability: $KILL_CYCLES whole-cluster kill -9 cycles (log: $log)"
-    if ! KILL_CYCLES=$KILL_CYCLES cargo test -q --test durability -- --nocapture >"$log" 2>&1; then
-        echo "FAILED: acknowledged writes lost"
-        sed -n '/panicked at/,$p' "$log" | head -100
+# run_phase NAME LOG FAILURE EXCERPT SUMMARY ENV=VALUE -- CARGO_TEST_ARGS...: runs one test binary
+# with its knob set, and on failure prints what it was checking and the sed EXCERPT of its log.
+run_phase() {
+    local name=$1 log=$2 failure=$3 excerpt=$4 summary=$5 knob=$6
+    shift 7
+    echo "== $name (log: $log)"
+    if ! env "$knob" cargo test -q "$@" -- --nocapture >"$log" 2>&1; then
+        echo "FAILED: $failure"
+        sed -n "$excerpt" "$log" | head -100
         exit 1
     fi
-    grep -oE 'durability: kill.*' "$log"
+    grep -oE "$summary" "$log"
+}
+
+if ((KILL_CYCLES > 0)); then
+    run_phase "durability: $KILL_CYCLES whole-cluster kill -9 cycles" \
+        "$LOG_DIR/durability-${KILL_CYCLES}cycles.log" "acknowledged writes lost" \
+        '/panicked at/,$p' 'durability: kill.*' \
+        "KILL_CYCLES=$KILL_CYCLES" -- --test durability
 fi
 
 if ((POWER_CUTS > 0)); then
-    log="$LOG_DIR/power-cut-${POWER_CUTS}cuts.log"
-    echo "== power cut: $POWER_CUTS whole-cluster power cuts (log: $log)"
-    if ! POWER_CUTS=$POWER_CUTS cargo test -q --test power_cut whole_cluster -- --nocapture >"$log" 2>&1; then
-        echo "FAILED: acknowledged writes lost or the cluster did not converge"
-        sed -n '/panicked at/,$p' "$log" | head -100
-        exit 1
-    fi
-    grep -oE 'SKIPPED: .*|power cut: cuts.*' "$log"
+    run_phase "power cut: $POWER_CUTS whole-cluster power cuts" \
+        "$LOG_DIR/power-cut-${POWER_CUTS}cuts.log" \
+        "acknowledged writes lost or the cluster did not converge" \
+        '/panicked at/,$p' 'SKIPPED: .*|power cut: cuts.*' \
+        "POWER_CUTS=$POWER_CUTS" -- --test power_cut whole_cluster
 fi
 
 if ((PARTITION_ROUNDS > 0)); then
-    log="$LOG_DIR/partitions-${PARTITION_ROUNDS}rounds.log"
-    echo "== partitions: $PARTITION_ROUNDS rotations, 3 and 5 nodes (log: $log)"
-    if ! PARTITION_ROUNDS=$PARTITION_ROUNDS cargo test -q --test partitions -- --nocapture >"$log" 2>&1; then
-        echo "FAILED: not linearizable or not converged"
-        sed -n '/panicked at/,/^node logs:/p' "$log" | head -100
-        exit 1
-    fi
-    grep -oE 'SKIPPED: .*|partitions: [0-9]+ nodes.*' "$log"
+    run_phase "partitions: $PARTITION_ROUNDS rotations, 3 and 5 nodes" \
+        "$LOG_DIR/partitions-${PARTITION_ROUNDS}rounds.log" "not linearizable or not converged" \
+        '/panicked at/,/^node logs:/p' 'SKIPPED: .*|partitions: [0-9]+ nodes.*' \
+        "PARTITION_ROUNDS=$PARTITION_ROUNDS" -- --test partitions
 fi

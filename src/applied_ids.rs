@@ -344,10 +344,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn id(origin: u16, epoch: u64, counter: u64) -> CommandId {
-        CommandId {
-            origin: NodeId(origin),
-            seq: epoch << COMMAND_SEQ_COUNTER_BITS | counter,
-        }
+        CommandId::new(NodeId(origin), epoch, counter)
     }
 
     #[test]

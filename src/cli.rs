@@ -10,14 +10,14 @@ use std::process::ExitCode;
 /// consens: a replicated key-value store that agrees through Multi-Paxos.
 #[derive(Debug, Parser)]
 #[command(name = "consens", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run a node: HTTP on PORT, Paxos peers on UDP PORT, the line protocol on PORT+1.
     /// With no flags: a one-node cluster on 127.0.0.1:3000 with data in ./consens-data/3000.
     Serve(ServeArgs),
@@ -70,7 +70,7 @@ pub enum Command {
 
 /// `consens wal ...`: operator tools for the write-ahead log (`wal-format.md` §14).
 #[derive(Debug, Subcommand)]
-pub enum WalCommand {
+pub(crate) enum WalCommand {
     /// Check every segment; exit 0 if a node would start on it, 1 otherwise.
     Verify {
         /// The WAL directory (`<data-dir>/wal`).

@@ -28,8 +28,6 @@ pub const SNAPSHOT_EVERY_SLOTS_DEFAULT: u64 = 100_000;
 pub const SNAPSHOT_EVERY_BYTES_DEFAULT: u64 = 256 << 20;
 /// Decided slots kept in memory below the snapshot for peers that are a little behind.
 pub const CATCH_UP_RETAIN_SLOTS_DEFAULT: u64 = 10_000;
-/// Idle line-protocol connections are closed after this long.
-pub const IDLE_TIMEOUT_SECS_DEFAULT: u64 = 300;
 /// Async worker threads of a node. One: the Paxos event loop is single-threaded anyway, and on
 /// the benchmark machine (3 nodes on 2 cores) a second worker only adds cross-thread wake-ups,
 /// 60–150 µs per write (docs/benchmarks.md). The WAL and snapshots have threads of their own.
@@ -84,7 +82,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CATCH_UP_RETAIN_SLOTS", default_value_t = CATCH_UP_RETAIN_SLOTS_DEFAULT)]
     pub catch_up_retain_slots: u64,
     /// Close idle line-protocol connections after this many seconds.
-    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = IDLE_TIMEOUT_SECS_DEFAULT)]
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = crate::server::line::IDLE_TIMEOUT_SECS)]
     pub idle_timeout_secs: u64,
     /// At most this many line-protocol connections at once.
     #[arg(long, env = "CONNECTIONS_MAX", default_value_t = crate::server::line::CONNECTIONS_MAX)]

@@ -373,10 +373,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn id(seq: u64) -> CommandId {
-        CommandId {
-            origin: NodeId(1),
-            seq,
-        }
+        CommandId::new(NodeId(1), 0, seq)
     }
 
     fn put(seq: u64, key: &str, value: &str, expect: Option<Revision>) -> Value {

@@ -18,7 +18,7 @@ mod support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use support::chaos_client::{run_client, Recorder};
+use support::chaos_client::{spawn_clients, Recorder};
 use support::chaos_cluster::ProxiedCluster;
 use support::nemesis::Nemesis;
 
@@ -63,12 +63,7 @@ fn run(nodes: usize, seed: u64, seconds: u64) -> Result<Figures, String> {
     let ports = cluster.http_ports();
     let started = Instant::now();
     std::thread::scope(|scope| {
-        for client in 0..=nodes {
-            let node = client % nodes;
-            let port = ports[node];
-            let (recorder, stop) = (&recorder, &stop);
-            scope.spawn(move || run_client(client, node, port, seed, recorder, stop));
-        }
+        spawn_clients(scope, &ports, seed, &recorder, &stop);
         let deadline = started + Duration::from_secs(seconds);
         while Instant::now() < deadline {
             recorder.epoch.fetch_add(1, Ordering::Relaxed);

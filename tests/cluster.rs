@@ -362,10 +362,10 @@ fn line_protocol_against_a_real_cluster() {
 /// and the node keeps serving.
 #[test]
 fn stray_and_malformed_datagrams_are_dropped_and_counted() {
-    use consens::net::codec::{encode, Header};
-    use consens::net::wire::Wire;
-    use consens::paxos::types::{Ballot, NodeId};
-    use consens::paxos::Message;
+    use consens::internals::net::codec::{encode, Header};
+    use consens::internals::net::wire::Wire;
+    use consens::internals::paxos::types::{Ballot, NodeId};
+    use consens::internals::paxos::Message;
     let cluster = Cluster::start(1, &[]);
     cluster.wait_ready(0);
     let node = &cluster.nodes[0];
@@ -381,7 +381,7 @@ fn stray_and_malformed_datagrams_are_dropped_and_counted() {
         read_round: 0,
     });
     let mut foreign = Vec::new();
-    let other_cluster = consens::config::cluster_id(&members) ^ 1;
+    let other_cluster = consens::internals::config::cluster_id(&members) ^ 1;
     encode(
         &Header {
             cluster: other_cluster,
@@ -394,7 +394,7 @@ fn stray_and_malformed_datagrams_are_dropped_and_counted() {
     let mut forged = Vec::new();
     encode(
         &Header {
-            cluster: consens::config::cluster_id(&members),
+            cluster: consens::internals::config::cluster_id(&members),
             from: NodeId(0),
         },
         &heartbeat,

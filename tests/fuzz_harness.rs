@@ -191,8 +191,8 @@ fn random_bytes() -> impl Strategy<Value = Vec<u8>> {
 // Per target: the shared check plus the allocation budget.
 
 fn datagram(bytes: &[u8]) {
-    use consens::net::codec;
-    use consens::net::wire::Wire;
+    use consens::internals::net::codec;
+    use consens::internals::net::wire::Wire;
     let key = fuzz_key();
     let budget = DATAGRAM_ALLOC_PER_INPUT_BYTE_MAX * bytes.len() + DATAGRAM_ALLOC_FIXED_BYTES_MAX;
     for keyed in [None, Some(&key)] {
@@ -208,7 +208,7 @@ fn datagram(bytes: &[u8]) {
 }
 
 fn wal_segment(bytes: &[u8]) {
-    use consens::wal::record;
+    use consens::internals::wal::record;
     // Decoding borrows from the segment: no allocation at all, at any aligned offset.
     for offset in (0..=bytes.len()).step_by(record::RECORD_ALIGNMENT_BYTES) {
         let (_, peak) =
@@ -219,7 +219,7 @@ fn wal_segment(bytes: &[u8]) {
 }
 
 fn lines(bytes: &[u8]) {
-    use consens::line_protocol;
+    use consens::internals::line_protocol;
     let (_, scan_peak) = peak_allocated(|| {
         matches!(
             line_protocol::scan_line(bytes, FUZZ_LINE_BYTES_MAX),
@@ -257,7 +257,7 @@ proptest! {
     fn datagram_random(bytes in random_bytes()) {
         datagram(&bytes);
         // Again behind a valid header, so the payload decoder sees the garbage.
-        let mut framed = seed_datagrams()[0].1[..consens::net::codec::HEADER_BYTES].to_vec();
+        let mut framed = seed_datagrams()[0].1[..consens::internals::net::codec::HEADER_BYTES].to_vec();
         framed.extend_from_slice(&bytes);
         datagram(&framed);
     }
@@ -377,7 +377,7 @@ proptest! {
 /// refused before any of it is read.
 #[test]
 fn http_oversized_bodies_are_413() {
-    let limit = consens::server::VALUE_BYTES_MAX;
+    let limit = consens::internals::server::VALUE_BYTES_MAX;
     let mut raw = b"PUT /k HTTP/1.1\r\n\r\n".to_vec();
     raw.extend(std::iter::repeat_n(b'v', limit + 1));
     assert_eq!(http(&raw), Some(413));
@@ -412,8 +412,12 @@ fn seed_corpus_is_valid_and_committed() {
     let key = fuzz_key();
     for (name, bytes) in seed_datagrams() {
         let keyed = name.ends_with("_keyed").then_some(&key);
-        consens::net::codec::decode_keyed::<consens::net::wire::Wire>(&bytes, FUZZ_CLUSTER, keyed)
-            .unwrap_or_else(|e| panic!("seed {name} does not decode: {e}"));
+        consens::internals::net::codec::decode_keyed::<consens::internals::net::wire::Wire>(
+            &bytes,
+            FUZZ_CLUSTER,
+            keyed,
+        )
+        .unwrap_or_else(|e| panic!("seed {name} does not decode: {e}"));
     }
     for (name, bytes) in seed_lines() {
         if name != "incomplete" {
@@ -475,8 +479,8 @@ fn committed_corpus_replays_clean() {
 /// any sequence in a message, plus one byte for copied byte strings.
 #[test]
 fn datagram_budget_covers_the_largest_sequence_element() {
-    use consens::paxos::types::{Command, Slot, Value};
-    use consens::paxos::SlotState;
+    use consens::internals::paxos::types::{Command, Slot, Value};
+    use consens::internals::paxos::SlotState;
     let largest = [
         std::mem::size_of::<(Slot, SlotState)>(),
         std::mem::size_of::<(Slot, Value)>(),
@@ -496,10 +500,10 @@ fn datagram_budget_covers_the_largest_sequence_element() {
 /// hundred in memory), whole and cut short (then the claimed length exceeds the bytes left).
 #[test]
 fn datagram_dense_sequences_stay_within_budget() {
-    use consens::net::codec::{encode, Header};
-    use consens::net::wire::Wire;
-    use consens::paxos::types::{Ballot, NodeId, Value};
-    use consens::paxos::{Message, SlotState};
+    use consens::internals::net::codec::{encode, Header};
+    use consens::internals::net::wire::Wire;
+    use consens::internals::paxos::types::{Ballot, NodeId, Value};
+    use consens::internals::paxos::{Message, SlotState};
     let header = Header {
         cluster: FUZZ_CLUSTER,
         from: NodeId(1),

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use consens::server::http::{router, serve_http};
-use consens::server::memory::MemoryStore;
-use consens::server::{Consistency, StoreError, VALUE_BYTES_MAX};
+use consens::internals::server::http::{router, serve_http};
+use consens::internals::server::memory::MemoryStore;
+use consens::internals::server::{Consistency, StoreError, VALUE_BYTES_MAX};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;

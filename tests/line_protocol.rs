@@ -11,10 +11,10 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use consens::paxos::types::Op;
-use consens::server::line::{serve_line, LineOptions};
-use consens::server::memory::MemoryStore;
-use consens::server::{Store, StoreError};
+use consens::internals::paxos::types::Op;
+use consens::internals::server::line::{serve_line, LineOptions};
+use consens::internals::server::memory::MemoryStore;
+use consens::internals::server::{Store, StoreError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;

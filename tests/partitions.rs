@@ -15,7 +15,7 @@ mod support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use support::chaos_client::{run_client, Recorder};
+use support::chaos_client::{spawn_clients, Recorder};
 use support::cluster::{wait_converged, Cluster};
 use support::packet_filter::PacketFilter;
 
@@ -125,12 +125,7 @@ fn run(nodes: usize, rounds: u64) -> Result<String, String> {
     let mut filter_failure = None;
     let mut idle_phases = Vec::new();
     std::thread::scope(|scope| {
-        for client in 0..=nodes {
-            let node = client % nodes;
-            let port = ports[node];
-            let (recorder, stop) = (&recorder, &stop);
-            scope.spawn(move || run_client(client, node, port, seed, recorder, stop));
-        }
+        spawn_clients(scope, &ports, seed, &recorder, &stop);
         'rounds: for _ in 0..rounds {
             for phase in PHASES {
                 recorder.epoch.fetch_add(1, Ordering::Relaxed);

@@ -12,11 +12,11 @@
 
 mod support;
 
-use consens::net::auth::ClusterKey;
-use consens::net::codec::{decode_keyed, encode, encode_keyed, Header};
-use consens::net::wire::Wire;
-use consens::paxos::types::{Ballot, NodeId};
-use consens::paxos::Message;
+use consens::internals::net::auth::ClusterKey;
+use consens::internals::net::codec::{decode_keyed, encode, encode_keyed, Header};
+use consens::internals::net::wire::Wire;
+use consens::internals::paxos::types::{Ballot, NodeId};
+use consens::internals::paxos::Message;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -126,7 +126,7 @@ fn keyed_cluster_serves_and_ignores_forged_truncated_and_foreign_datagrams() {
         .collect();
     members.push(fake_addr);
     members.sort();
-    let cluster_id = consens::config::cluster_id(&members);
+    let cluster_id = consens::internals::config::cluster_id(&members);
     let fake_id = NodeId(
         u16::try_from(
             members
@@ -175,7 +175,7 @@ fn keyed_cluster_serves_and_ignores_forged_truncated_and_foreign_datagrams() {
         .collect();
     members.push(fake_addr);
     members.sort();
-    let cluster_id = consens::config::cluster_id(&members);
+    let cluster_id = consens::internals::config::cluster_id(&members);
     let fake_id = NodeId(
         u16::try_from(
             members

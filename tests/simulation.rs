@@ -12,7 +12,7 @@
 
 mod sim;
 
-use consens::node::driver::PlantedBug;
+use consens::internals::node::driver::PlantedBug;
 use sim::linearizability::{check_key, HistOp, KvOp, NotLinearizable, Observed};
 use sim::Report;
 use std::io::Write;
@@ -182,7 +182,7 @@ fn simulation() {
 /// an unknown-outcome write may explain a read.
 #[test]
 fn linearizability_checker_rejects_a_stale_read() {
-    use consens::paxos::types::Outcome;
+    use consens::internals::paxos::types::Outcome;
     let put = |invoke, complete, value, observed| HistOp {
         client: 0,
         invoke,

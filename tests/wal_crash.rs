@@ -6,7 +6,7 @@
 //! Replay a failure with `CONSENS_WAL_CRASH_SEED=<seed> cargo test --test wal_crash`.
 //! `CONSENS_WAL_CRASH_ITERATIONS` raises the number of kills (default 60, bounded to 15 s).
 
-use consens::wal::{Wal, WalIdentity, WalOptions};
+use consens::internals::wal::{Wal, WalIdentity, WalOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

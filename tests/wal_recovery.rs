@@ -8,7 +8,7 @@
 //! `zeroed_sector_and_page_in_the_middle_are_refused` fail; `wal_crash.rs` fails when `sync()`
 //! reports one LSN more than it made durable.
 
-use consens::wal::{FaultInjector, Wal, WalError, WalIdentity, WalOptions};
+use consens::internals::wal::{FaultInjector, Wal, WalError, WalIdentity, WalOptions};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -588,7 +588,7 @@ proptest! {
     #[test]
     fn round_trip_consensus_values(keys in proptest::collection::vec(
         (any::<u16>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..200)), 1..20)) {
-        use consens::paxos::types::{Command, CommandId, NodeId, Op, Value};
+        use consens::internals::paxos::types::{Command, CommandId, NodeId, Op, Value};
         let values: Vec<Value> = keys.iter().map(|(n, seq, k)| if k.is_empty() {
             Value::Noop
         } else {
@@ -601,7 +601,7 @@ proptest! {
         {
             let (mut wal, _) = Wal::open(dir.path(), opts(8192)).expect("open");
             for v in &values {
-                wal.append(consens::wal::RECORD_TYPE_CONSENSUS, &postcard::to_stdvec(v).expect("encode")).expect("append");
+                wal.append(consens::internals::wal::RECORD_TYPE_CONSENSUS, &postcard::to_stdvec(v).expect("encode")).expect("append");
             }
             wal.sync().expect("sync");
         }

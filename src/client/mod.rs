@@ -61,7 +61,7 @@ pub use crate::line_protocol::{ErrorKind, Status};
 use crate::paxos::types::Revision;
 use crate::server::{validate_line_key, VALUE_BYTES_MAX};
 
-pub mod commands;
+pub(crate) mod commands;
 mod connection;
 mod error;
 

@@ -7,6 +7,11 @@
 //! ```
 //! (one line on the wire). `leader=-` means no leader is known. Readers keep the pairs they do
 //! not know in [`Status::fields`], so a newer node may add pairs.
+//!
+//! [`Status`] is not [`NodeStatus`] on purpose: `NodeStatus` is the node's full view for
+//! `/_status` (every member, datagram counters) and may grow freely with the node; `Status` is
+//! the flat summary a line can carry and a client of any version can parse, so its fields only
+//! ever gain new pairs.
 
 use std::collections::BTreeMap;
 

@@ -263,10 +263,7 @@ mod tests {
 
     fn command(value_bytes: usize) -> Value {
         Value::Command(Command {
-            id: CommandId {
-                origin: NodeId(3),
-                seq: 99,
-            },
+            id: CommandId::new(NodeId(3), 0, 99),
             op: Op::Put {
                 key: Bytes::from_static(b"key"),
                 value: Bytes::from(vec![7u8; value_bytes]),

@@ -2,7 +2,7 @@
 //!
 //! The WAL knows bytes and LSNs; the core knows records and persist indexes. This adapter is the
 //! thin layer between them (`docs/architecture.md`):
-//! - **Encoding.** Every core record is one WAL record of type [`CONSENSUS_RECORD_TYPE`] whose
+//! - **Encoding.** Every core record is one WAL record of type [`RECORD_TYPE_CONSENSUS`] whose
 //!   payload is the postcard encoding of [`Record`] (`wal-format.md` §6).
 //! - **Persist indexes.** The core numbers the records it hands out 1, 2, 3…; after a sync the
 //!   adapter reports how many of them are durable. Records the adapter writes on its own
@@ -19,12 +19,10 @@
 
 use crate::paxos::types::Slot;
 use crate::paxos::{PersistIndex, Record, Recovered};
-use crate::wal::{DetachedSegments, Lsn, Wal, WalError, WalOptions};
+use crate::wal::{DetachedSegments, Lsn, Wal, WalError, WalOptions, RECORD_TYPE_CONSENSUS};
 use std::collections::VecDeque;
 use std::path::Path;
 
-/// WAL record type of a postcard-encoded consensus [`Record`] (`wal-format.md` §6).
-pub const CONSENSUS_RECORD_TYPE: u8 = 1;
 /// At most this many records wait for disk space before the node gives up and exits: the core's
 /// window bounds how many a leader produces, so hitting this means the disk stays full for long.
 pub const BACKLOG_RECORDS_MAX: usize = 1 << 20;
@@ -92,7 +90,7 @@ impl Durable {
         }
         let mut recovered = Recovered::empty();
         for record in recovery.records() {
-            if record.record_type != CONSENSUS_RECORD_TYPE {
+            if record.record_type != RECORD_TYPE_CONSENSUS {
                 return Err(RecoverError::UnknownType {
                     dir: dir.display().to_string(),
                     lsn: record.lsn,
@@ -166,7 +164,7 @@ impl Durable {
         // Encoding a value we built ourselves into a Vec cannot fail short of a broken invariant.
         let encoded = postcard::to_extend(record, std::mem::take(&mut self.buf))
             .expect("postcard encodes a consensus record into a Vec");
-        let lsn = self.wal.append(CONSENSUS_RECORD_TYPE, &encoded);
+        let lsn = self.wal.append(RECORD_TYPE_CONSENSUS, &encoded);
         if lsn.is_ok() {
             self.dirty = true;
             self.bytes_total += encoded.len() as u64;
@@ -276,7 +274,7 @@ impl Drop for Durable {
 
 /// A one-line summary of a WAL record's payload, for `consens wal dump`.
 pub fn describe(record_type: u8, payload: &[u8]) -> String {
-    if record_type != CONSENSUS_RECORD_TYPE {
+    if record_type != RECORD_TYPE_CONSENSUS {
         // Not ours (or from a newer build): show the bytes.
         return crate::wal::tool::describe_hex(record_type, payload);
     }

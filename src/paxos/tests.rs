@@ -115,10 +115,7 @@ impl Cluster {
 
 fn put(origin: u16, seq: u64, key: &str) -> Command {
     Command {
-        id: CommandId {
-            origin: NodeId(origin),
-            seq,
-        },
+        id: CommandId::new(NodeId(origin), 0, seq),
         op: Op::Put {
             key: Bytes::copy_from_slice(key.as_bytes()),
             value: Bytes::from_static(b"v"),
@@ -518,10 +515,7 @@ fn a_joining_node_does_not_vote() {
 fn oversized_commands_are_refused() {
     let mut r = Replica::new(Config::new(NodeId(0), 1), Recovered::empty(), 1);
     let big = Command {
-        id: CommandId {
-            origin: NodeId(0),
-            seq: 1,
-        },
+        id: CommandId::new(NodeId(0), 0, 1),
         op: Op::Put {
             key: Bytes::from_static(b"k"),
             value: Bytes::from(vec![0u8; 70_000]),

@@ -93,10 +93,11 @@ impl Store for MemoryStore {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let id = CommandId {
-            origin: NodeId(0),
-            seq: self.inner.seq_next.fetch_add(1, Ordering::Relaxed),
-        };
+        let id = CommandId::new(
+            NodeId(0),
+            0,
+            self.inner.seq_next.fetch_add(1, Ordering::Relaxed),
+        );
         let mut kv = lock(&self.inner.kv);
         let slot = kv.applied() + 1;
         match kv.apply(slot, &Value::Command(Command { id, op })) {

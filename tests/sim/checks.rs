@@ -16,8 +16,8 @@ use super::client::{HistEntry, Result};
 use super::kv::ModelKv;
 use super::linearizability::{check_key, HistOp, NotLinearizable, Observed};
 use super::node::SimNode;
-use consens::node::driver::Observed as DriverObserved;
-use consens::paxos::types::{CommandId, Outcome, Slot, Value};
+use consens::internals::node::driver::Observed as DriverObserved;
+use consens::internals::paxos::types::{CommandId, Outcome, Slot, Value};
 use std::collections::BTreeMap;
 
 /// What the checker learned so far, and what went wrong.

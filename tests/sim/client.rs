@@ -11,9 +11,9 @@ use super::linearizability::{KeyState, KvOp};
 use super::node::SimNode;
 use super::rng::SimRng;
 use bytes::Bytes;
-use consens::node::handle::Request;
-use consens::paxos::types::{CommandId, Entry, Op, Outcome};
-use consens::server::{Consistency, StoreError};
+use consens::internals::node::handle::Request;
+use consens::internals::paxos::types::{CommandId, Entry, Op, Outcome};
+use consens::internals::server::{Consistency, StoreError};
 use tokio::sync::oneshot::{self, error::TryRecvError};
 
 /// The keys clients touch (few, so that operations collide).

@@ -1,11 +1,11 @@
 //! The model key-value state machine each simulated node applies decided values to. It mirrors
-//! the semantics of `consens::paxos::types::{Op, Outcome}` and nothing more: a put writes
+//! the semantics of `consens::internals::paxos::types::{Op, Outcome}` and nothing more: a put writes
 //! revision = slot; `expect: Some(r)` is a compare-and-swap on the key's revision (0 = absent);
 //! a delete removes. It applies each command id at most once (a command decided in two slots
 //! takes effect in the first).
 
 use bytes::Bytes;
-use consens::paxos::types::{CommandId, Entry, Op, Outcome, Slot};
+use consens::internals::paxos::types::{CommandId, Entry, Op, Outcome, Slot};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One node's key-value state.

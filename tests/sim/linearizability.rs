@@ -7,7 +7,7 @@
 //! the cluster decided it in, which the simulator knows; one that was never decided anywhere
 //! cannot have taken effect and is left out of the history by the caller.
 
-use consens::paxos::types::Outcome;
+use consens::internals::paxos::types::Outcome;
 use std::collections::HashSet;
 
 /// A key's state: `(value id, revision)`, or absent.

@@ -1,5 +1,5 @@
 //! The seeded deterministic simulator of a consens cluster: one run = one seed. Each node runs
-//! the daemon's own driver (`consens::node::driver`: core, key-value state, pending requests,
+//! the daemon's own driver (`consens::internals::node::driver`: core, key-value state, pending requests,
 //! snapshot policy and shipping) over a simulated disk and network. The simulation owns the
 //! run's clock and phases (chaos, then heal, repeated, then a final settle), and wires the other
 //! modules together: `network` (hostile wire), `node` (driver + disk), `client` (requests and
@@ -18,9 +18,9 @@ pub mod rng;
 
 use checks::Checker;
 use client::Clients;
-use consens::node::driver::{Observed, PlantedBug};
-use consens::paxos::types::{NodeId, Value};
-use consens::paxos::{Config, Role};
+use consens::internals::node::driver::{Observed, PlantedBug};
+use consens::internals::paxos::types::{NodeId, Value};
+use consens::internals::paxos::{Config, Role};
 use faults::{Fault, Schedule};
 use network::{Conditions, Network};
 use node::{NodeSetup, SimNode, TICK_MS};

@@ -4,8 +4,8 @@
 //! random tie-breaker.
 
 use super::rng::SimRng;
-use consens::net::wire::Wire;
-use consens::paxos::types::NodeId;
+use consens::internals::net::wire::Wire;
+use consens::internals::paxos::types::NodeId;
 use std::collections::BTreeMap;
 
 /// How hostile the network is right now.

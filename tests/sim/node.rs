@@ -1,4 +1,4 @@
-//! A simulated node: the daemon's own driver (`consens::node::driver::Driver`, the code that
+//! A simulated node: the daemon's own driver (`consens::internals::node::driver::Driver`, the code that
 //! runs in `consens serve`), with a simulated disk under it. The node only carries out the
 //! driver's effects, as the daemon's event loop does: datagrams go to the simulated network,
 //! storage operations to the simulated WAL, snapshot writes to simulated snapshot files.
@@ -12,15 +12,15 @@
 
 use super::network::Network;
 use super::rng::SimRng;
-use consens::metrics::Metrics;
-use consens::net::wire::Wire;
-use consens::node::driver::{
+use consens::internals::metrics::Metrics;
+use consens::internals::net::wire::Wire;
+use consens::internals::node::driver::{
     Driver, DriverConfig, Effects, Observed, PlantedBug, SnapshotSource, SnapshotWrite,
     SnapshotWritten, StorageOp, WalEvent,
 };
-use consens::node::handle::Request;
-use consens::paxos::types::{CommandId, NodeId, Slot};
-use consens::paxos::{Config, PersistIndex, Record, Recovered, Role};
+use consens::internals::node::handle::Request;
+use consens::internals::paxos::types::{CommandId, NodeId, Slot};
+use consens::internals::paxos::{Config, PersistIndex, Record, Recovered, Role};
 use std::sync::Arc;
 
 /// Length of one simulated tick on the driver's clock (the daemon's tick).
@@ -29,8 +29,8 @@ pub const TICK_MS: u64 = 10;
 pub const SNAPSHOT_WRITE_TICKS_MAX: u64 = 20;
 /// Chance that a snapshot write fails (the driver must retry later), in thousandths.
 pub const SNAPSHOT_WRITE_FAIL_PER_MILLE: u64 = 50;
-/// Snapshot files kept, as the daemon keeps them (`consens::snapshot::SNAPSHOTS_KEPT`).
-pub const SNAPSHOTS_KEPT: usize = consens::snapshot::SNAPSHOTS_KEPT;
+/// Snapshot files kept, as the daemon keeps them (`consens::internals::snapshot::SNAPSHOTS_KEPT`).
+pub const SNAPSHOTS_KEPT: usize = consens::internals::snapshot::SNAPSHOTS_KEPT;
 
 /// The WAL and the snapshot files of one node.
 #[derive(Default)]

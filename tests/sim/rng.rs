@@ -2,9 +2,9 @@
 //! (network, faults, clients, each replica's seed) is drawn from it in a fixed order, so a seed
 //! replays the same run.
 
-use consens::paxos::rng::Rng;
+use consens::internals::paxos::rng::Rng;
 
-/// The core's SplitMix64 (`consens::paxos::rng`), with the draws the simulator needs on top.
+/// The core's SplitMix64 (`consens::internals::paxos::rng`), with the draws the simulator needs on top.
 #[derive(Clone, Debug)]
 pub struct SimRng(Rng);
 

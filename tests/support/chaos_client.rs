@@ -145,6 +145,22 @@ fn stale_reads() -> bool {
     std::env::var("CHAOS_STALE_READS").is_ok_and(|v| v == "1")
 }
 
+/// Starts one client per node plus one more on the first node (so one node always serves two
+/// clients at once), each running until `stop`.
+pub fn spawn_clients<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    http_ports: &[u16],
+    seed: u64,
+    recorder: &'scope Recorder,
+    stop: &'scope AtomicBool,
+) {
+    for client in 0..=http_ports.len() {
+        let node = client % http_ports.len();
+        let port = http_ports[node];
+        scope.spawn(move || run_client(client, node, port, seed, recorder, stop));
+    }
+}
+
 /// Runs one client against the node with HTTP port `port` until `stop`.
 pub fn run_client(
     client: usize,

@@ -74,13 +74,13 @@ impl Ord for Held {
     }
 }
 
-/// A small seeded generator: the core's SplitMix64 (`consens::paxos::rng`), the proxy's only
+/// A small seeded generator: the core's SplitMix64 (`consens::internals::paxos::rng`), the proxy's only
 /// source of randomness.
-pub struct SplitMix(consens::paxos::rng::Rng);
+pub struct SplitMix(consens::internals::paxos::rng::Rng);
 
 impl SplitMix {
     pub fn new(seed: u64) -> SplitMix {
-        SplitMix(consens::paxos::rng::Rng::new(seed))
+        SplitMix(consens::internals::paxos::rng::Rng::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {

@@ -14,15 +14,15 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
-use consens::line_protocol::{self, Scan};
-use consens::net::auth::ClusterKey;
-use consens::net::codec::{self, Header};
-use consens::net::wire::Wire;
-use consens::paxos::message::SlotState;
-use consens::paxos::types::{Ballot, Command, CommandId, NodeId, Op, Value};
-use consens::paxos::Message;
-use consens::snapshot::SnapshotChunk;
-use consens::wal::record::{self, Frame};
+use consens::internals::line_protocol::{self, Scan};
+use consens::internals::net::auth::ClusterKey;
+use consens::internals::net::codec::{self, Header};
+use consens::internals::net::wire::Wire;
+use consens::internals::paxos::message::SlotState;
+use consens::internals::paxos::types::{Ballot, Command, CommandId, NodeId, Op, Value};
+use consens::internals::paxos::Message;
+use consens::internals::snapshot::SnapshotChunk;
+use consens::internals::wal::record::{self, Frame};
 
 /// The cluster id the datagram checks decode for (seeds carry it, so mutations reach the payload).
 pub const FUZZ_CLUSTER: u64 = 0x00C0_FFEE_F022_0001;
@@ -68,6 +68,7 @@ pub fn check_datagram(data: &[u8]) {
 fn values() -> Vec<Value> {
     let command = |seq: u64, op: Op| {
         Value::Command(Command {
+            // Raw seqs: the corpus covers every u64, not only ids `CommandId::new` hands out.
             id: CommandId {
                 origin: NodeId(1),
                 seq,
@@ -405,7 +406,7 @@ pub fn seed_lines() -> Vec<(String, Vec<u8>)> {
 // ---------------------------------------------------------------------------------------------
 // HTTP.
 
-/// The statuses the HTTP API may answer with a [`MemoryStore`](consens::server::memory) behind.
+/// The statuses the HTTP API may answer with a [`MemoryStore`](consens::internals::server::memory) behind.
 pub const HTTP_STATUSES: [u16; 8] = [200, 201, 204, 400, 404, 405, 412, 413];
 
 /// A raw HTTP/1.1 request in pieces, before any validation.
@@ -468,13 +469,13 @@ pub fn http_request(data: &[u8]) -> Option<axum::http::Request<axum::body::Body>
 }
 
 /// Sends `data` (a raw request, see [`split_http`]) through the router with a fresh
-/// [`MemoryStore`](consens::server::memory::MemoryStore); the answer must be one of
+/// [`MemoryStore`](consens::internals::server::memory::MemoryStore); the answer must be one of
 /// [`HTTP_STATUSES`], with a body of bounded size. Returns the status, if a request was built.
 pub fn check_http(runtime: &tokio::runtime::Runtime, data: &[u8]) -> Option<u16> {
     use tower::ServiceExt;
     let request = http_request(data)?;
-    let store = consens::server::memory::MemoryStore::new();
-    let router = consens::server::http::router(store);
+    let store = consens::internals::server::memory::MemoryStore::new();
+    let router = consens::internals::server::http::router(store);
     let status = runtime.block_on(async move {
         let response = router
             .oneshot(request)
@@ -484,11 +485,11 @@ pub fn check_http(runtime: &tokio::runtime::Runtime, data: &[u8]) -> Option<u16>
         // No reply is larger than the largest value plus a status line's worth.
         let body = axum::body::to_bytes(
             response.into_body(),
-            consens::server::VALUE_BYTES_MAX + 64 * 1024,
+            consens::internals::server::VALUE_BYTES_MAX + 64 * 1024,
         )
         .await
         .expect("a reply body of bounded size");
-        assert!(body.len() <= consens::server::VALUE_BYTES_MAX + 64 * 1024);
+        assert!(body.len() <= consens::internals::server::VALUE_BYTES_MAX + 64 * 1024);
         status
     });
     assert!(
