@@ -121,10 +121,12 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
-    /// Every member's peer address, sorted; `members[node_id]` is this node.
+    /// Every member's peer address, indexed by member id; `members[node_id]` is this node. From
+    /// the flags, sorted, until `with_identity` puts the data dir's record in.
     pub members: Vec<SocketAddr>,
     pub node_id: NodeId,
-    /// A hash of the member list: datagrams of another cluster are dropped.
+    /// Tags the cluster's datagrams, WAL and snapshots (a hash of the member list a cluster is
+    /// created with, then recorded); datagrams of another cluster are dropped.
     pub cluster_id: u64,
     pub peer_bind_addr: SocketAddr,
     pub http_addr: SocketAddr,
@@ -210,6 +212,15 @@ impl ServeConfig {
             cluster_key,
             planted_sync_bug: args.planted_sync_bug,
         })
+    }
+
+    /// This configuration with the cluster id, member ids and addresses of the identity recorded
+    /// in the data dir, which win over what the flags imply (`node::identity`).
+    pub fn with_identity(mut self, identity: &crate::node::identity::Identity) -> ServeConfig {
+        self.cluster_id = identity.cluster_id;
+        self.node_id = identity.node_id;
+        self.members = identity.addresses();
+        self
     }
 
     /// The line server's limits.

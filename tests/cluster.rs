@@ -295,6 +295,60 @@ fn restart_with_another_member_set_is_refused() {
     assert!(log.contains("refusing to start"), "{log}");
 }
 
+/// A data dir of a version before the identity file holds a sorted `members` list instead (its
+/// WAL and snapshots are the same format): every node of a cluster restarted from such dirs
+/// migrates them to the same identity, and nothing written before is lost.
+#[test]
+fn data_dirs_of_the_older_format_migrate_and_keep_their_data() {
+    let mut cluster = Cluster::start(3, &["--snapshot-every-slots", "20"]);
+    cluster.wait_ready(0);
+    for i in 0..60 {
+        let a = put(
+            &cluster.nodes[i % 3],
+            &format!("old/{i}"),
+            format!("v{i}").as_bytes(),
+        );
+        assert!(a.status == 200 || a.status == 201, "{a:?}");
+    }
+    let mut members: Vec<std::net::SocketAddr> = cluster
+        .nodes
+        .iter()
+        .map(|n| std::net::SocketAddr::from(([127, 0, 0, 1], n.port)))
+        .collect();
+    members.sort();
+    let legacy: String = members.iter().map(|m| format!("{m}\n")).collect();
+    let mut identities = Vec::new();
+    for node in &mut cluster.nodes {
+        node.kill9();
+        let identity = node.data_dir.join("identity");
+        identities.push(std::fs::read_to_string(&identity).expect("identity file"));
+        std::fs::remove_file(&identity).expect("remove identity");
+        std::fs::write(node.data_dir.join("members"), &legacy).expect("write members");
+    }
+    for node in &mut cluster.nodes {
+        node.restart();
+    }
+    for node in &cluster.nodes {
+        node.wait_http();
+    }
+    cluster.wait_ready(1);
+    for (node, before) in cluster.nodes.iter().zip(&identities) {
+        let after = std::fs::read_to_string(node.data_dir.join("identity")).expect("migrated");
+        assert_eq!(&after, before, "same ids and cluster id after migration");
+        assert!(!node.data_dir.join("members").exists());
+        assert!(
+            node.log().contains("migrated the data dir"),
+            "{}",
+            node.log()
+        );
+        for i in 0..60 {
+            let a = get(node, &format!("old/{i}"));
+            assert_eq!(a.status, 200, "old/{i} on {}: {a:?}", node.port);
+            assert_eq!(a.body, format!("v{i}").as_bytes());
+        }
+    }
+}
+
 #[test]
 fn sigterm_shuts_down_gracefully_and_keeps_data() {
     let mut cluster = Cluster::start(1, &[]);

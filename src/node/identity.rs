@@ -1,21 +1,34 @@
-//! The node's identity on disk: the member set it was first started with, and a boot counter.
+//! The node's identity on disk: which cluster it belongs to, which member it is, the members the
+//! cluster was created with, and a boot counter.
 //!
-//! A node's acceptor state only means something inside the cluster it was created for, so the first
-//! start records the sorted member list in `members` and every later start must present the same
-//! list: anything else is refused with a message naming both lists (a typo in `--cluster` must not
-//! silently form a second cluster over the same data). The boot counter makes client command ids
-//! unique across restarts: it is bumped and synced at every start, and goes into the high bits of
-//! every `CommandId::seq` this process hands out.
+//! The identity is recorded once, when the node first starts, and read back at every later
+//! start: the cluster id and member ids are not recomputed from addresses, so that a later
+//! version can move a member to a new address without changing who it is (docs/architecture.md,
+//! "Node identity"). A start whose `--cluster` list or advertised address does not match the
+//! record is refused with a message naming both (a typo in `--cluster` must not silently form a
+//! second cluster over the same data). Data dirs written before the identity file existed hold
+//! a sorted `members` list instead; they are migrated on start, with the ids and cluster id the
+//! older version derived from that list, so their WAL and snapshots keep their meaning.
+//!
+//! The boot counter makes client command ids unique across restarts: it is bumped and synced at
+//! every start, and goes into the high bits of every `CommandId::seq` this process hands out.
 
 use std::fs;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// File holding the member list, one `ip:port` per line, sorted.
-pub const MEMBERS_FILE_NAME: &str = "members";
+use crate::paxos::types::NodeId;
+
+/// File holding the identity (see [`Identity::render`] for the format).
+pub const IDENTITY_FILE_NAME: &str = "identity";
+/// File of data dirs from before the identity file: the member list, one `ip:port` per line,
+/// sorted; a member's id was its index.
+pub const LEGACY_MEMBERS_FILE_NAME: &str = "members";
 /// File holding the boot counter as decimal text.
 pub const BOOT_FILE_NAME: &str = "boot";
+/// First line of the identity file: its format and version.
+const IDENTITY_FORMAT_LINE: &str = "consens-identity 1";
 /// Bits of `CommandId::seq` left for the per-boot counter; the boot counter fills the rest.
 pub use crate::paxos::types::COMMAND_SEQ_COUNTER_BITS;
 
@@ -37,6 +50,147 @@ fn first_boot_base() -> u64 {
     BOOT_MAX / 4 + hasher.finish() % (BOOT_MAX / 4)
 }
 
+/// One member of the cluster: a stable id and the address its peers reach it at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: NodeId,
+    pub addr: SocketAddr,
+}
+
+/// Who this node is, as recorded in its data dir.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// Tags every datagram, WAL segment and snapshot of the cluster.
+    pub cluster_id: u64,
+    /// This node's member id.
+    pub node_id: NodeId,
+    /// The members, by id. Ids are `0..members.len()` in this version (checked on read): the
+    /// node layer still keeps per-member state in vectors indexed by id.
+    pub members: Vec<Member>,
+}
+
+/// How [`establish`] found the identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Established {
+    /// A new data dir: the identity was created from the flags.
+    Created,
+    /// An older data dir's `members` file was turned into an identity file.
+    Migrated,
+    /// The identity file was there and matches the flags.
+    Found,
+}
+
+impl Identity {
+    /// The identity a new cluster's member gets: ids in the order of the sorted `members`, and
+    /// the cluster id hashed from them (what every earlier version used, so migrated data dirs
+    /// keep theirs). `members` must be sorted and hold `advertise`.
+    pub fn bootstrap(members: &[SocketAddr], advertise: SocketAddr) -> Identity {
+        let position = members
+            .iter()
+            .position(|m| *m == advertise)
+            .expect("the advertised address is one of the members");
+        Identity {
+            cluster_id: crate::config::cluster_id(members),
+            node_id: id_at(position),
+            members: members
+                .iter()
+                .enumerate()
+                .map(|(i, addr)| Member {
+                    id: id_at(i),
+                    addr: *addr,
+                })
+                .collect(),
+        }
+    }
+
+    /// The members' addresses, indexed by id.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.members.iter().map(|m| m.addr).collect()
+    }
+
+    /// This node's own address.
+    pub fn own_addr(&self) -> SocketAddr {
+        self.members[usize::from(self.node_id.0)].addr
+    }
+
+    /// The file's text: a format line, then `cluster <16 hex digits>`, `self <id>` and one
+    /// `member <id> <ip:port>` line per member, by id.
+    pub fn render(&self) -> String {
+        let mut text = format!(
+            "{IDENTITY_FORMAT_LINE}\ncluster {:016x}\nself {}\n",
+            self.cluster_id, self.node_id.0
+        );
+        for m in &self.members {
+            text.push_str(&format!("member {} {}\n", m.id.0, m.addr));
+        }
+        text
+    }
+
+    /// Reads [`Identity::render`]'s text back; the reason names the first thing that is wrong.
+    pub fn parse(text: &str) -> Result<Identity, String> {
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        match lines.next() {
+            Some(IDENTITY_FORMAT_LINE) => {}
+            Some(other) => {
+                return Err(format!(
+                    "first line is {other:?}, expected {IDENTITY_FORMAT_LINE:?}"
+                ))
+            }
+            None => return Err("the file is empty".into()),
+        }
+        let (mut cluster_id, mut node_id, mut members) = (None, None, Vec::new());
+        for line in lines {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["cluster", hex] => {
+                    cluster_id = Some(
+                        u64::from_str_radix(hex, 16)
+                            .map_err(|e| format!("bad cluster id {hex:?}: {e}"))?,
+                    )
+                }
+                ["self", id] => node_id = Some(parse_id(id)?),
+                ["member", id, addr] => members.push(Member {
+                    id: parse_id(id)?,
+                    addr: addr
+                        .parse()
+                        .map_err(|e| format!("bad member address {addr:?}: {e}"))?,
+                }),
+                _ => return Err(format!("unexpected line {line:?}")),
+            }
+        }
+        let cluster_id = cluster_id.ok_or("no cluster line")?;
+        let node_id = node_id.ok_or("no self line")?;
+        if members.is_empty() {
+            return Err("no member lines".into());
+        }
+        if members.len() > usize::from(crate::paxos::config::MEMBERS_MAX) {
+            return Err(format!("{} members, more than supported", members.len()));
+        }
+        members.sort_by_key(|m| m.id);
+        if members.iter().enumerate().any(|(i, m)| m.id != id_at(i)) {
+            return Err("member ids must be 0, 1, 2, ... (each once)".into());
+        }
+        if usize::from(node_id.0) >= members.len() {
+            return Err(format!("self {} is not a member", node_id.0));
+        }
+        Ok(Identity {
+            cluster_id,
+            node_id,
+            members,
+        })
+    }
+}
+
+fn id_at(index: usize) -> NodeId {
+    NodeId(u16::try_from(index).expect("at most MEMBERS_MAX members"))
+}
+
+fn parse_id(text: &str) -> Result<NodeId, String> {
+    text.parse::<u16>()
+        .map(NodeId)
+        .map_err(|e| format!("bad member id {text:?}: {e}"))
+}
+
 /// Why the node's identity on disk does not fit this start.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -48,6 +202,16 @@ pub enum IdentityError {
         dir: PathBuf,
         recorded: String,
         given: String,
+    },
+    #[error(
+        "refusing to start: {dir} belongs to member {id} at {recorded}, but this node advertises \
+         {given}; start it with --advertise {recorded}, or use a new --data-dir"
+    )]
+    AddressChanged {
+        dir: PathBuf,
+        id: u16,
+        recorded: SocketAddr,
+        given: SocketAddr,
     },
     #[error("cannot read or write the node identity in {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
@@ -70,33 +234,93 @@ fn render(members: &[SocketAddr]) -> String {
         .join(", ")
 }
 
-/// Checks (or, on first start, records) the member set. `members` must be sorted.
-pub fn check_members(dir: &Path, members: &[SocketAddr]) -> Result<(), IdentityError> {
-    let path = dir.join(MEMBERS_FILE_NAME);
-    let given: String = members.iter().map(|m| format!("{m}\n")).collect();
-    match fs::read_to_string(&path) {
-        Ok(recorded) => {
-            let recorded_members: Result<Vec<SocketAddr>, _> =
-                recorded.lines().map(|l| l.trim().parse()).collect();
-            let recorded_members = recorded_members.map_err(|e| IdentityError::Corrupt {
-                path: path.clone(),
-                reason: format!("not a list of ip:port lines ({e})"),
-            })?;
-            if recorded_members != members {
-                return Err(IdentityError::MembersChanged {
-                    dir: dir.to_path_buf(),
-                    recorded: render(&recorded_members),
-                    given: render(members),
-                });
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            crate::fs_durable::write_durably(dir, MEMBERS_FILE_NAME, given.as_bytes())
-                .map_err(io_error(&path))
-        }
-        Err(e) => Err(io_error(&path)(e)),
+/// Reads a file that may be missing.
+fn read_optional(path: &Path) -> Result<Option<String>, IdentityError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(path)(e)),
     }
+}
+
+/// Reads (or, on a first start, records) the identity, migrating an older data dir's `members`
+/// file. `members` (sorted, holding `advertise`) are the flags' member list; they must match the
+/// record.
+pub fn establish(
+    dir: &Path,
+    members: &[SocketAddr],
+    advertise: SocketAddr,
+) -> Result<(Identity, Established), IdentityError> {
+    let path = dir.join(IDENTITY_FILE_NAME);
+    let legacy_path = dir.join(LEGACY_MEMBERS_FILE_NAME);
+    let (identity, established) = match read_optional(&path)? {
+        Some(text) => {
+            let identity = Identity::parse(&text).map_err(|reason| IdentityError::Corrupt {
+                path: path.clone(),
+                reason,
+            })?;
+            (identity, Established::Found)
+        }
+        None => match read_optional(&legacy_path)? {
+            Some(text) => {
+                let recorded: Result<Vec<SocketAddr>, _> =
+                    text.lines().map(|l| l.trim().parse()).collect();
+                let mut recorded = recorded.map_err(|e| IdentityError::Corrupt {
+                    path: legacy_path.clone(),
+                    reason: format!("not a list of ip:port lines ({e})"),
+                })?;
+                // Older versions wrote the list sorted; sorting again costs nothing and keeps
+                // the ids they derived even from a hand-edited file.
+                recorded.sort();
+                if !recorded.contains(&advertise) {
+                    return Err(IdentityError::MembersChanged {
+                        dir: dir.to_path_buf(),
+                        recorded: render(&recorded),
+                        given: render(members),
+                    });
+                }
+                (
+                    Identity::bootstrap(&recorded, advertise),
+                    Established::Migrated,
+                )
+            }
+            None => (
+                Identity::bootstrap(members, advertise),
+                Established::Created,
+            ),
+        },
+    };
+    let mut recorded = identity.addresses();
+    recorded.sort();
+    if recorded != members {
+        return Err(IdentityError::MembersChanged {
+            dir: dir.to_path_buf(),
+            recorded: render(&recorded),
+            given: render(members),
+        });
+    }
+    if identity.own_addr() != advertise {
+        return Err(IdentityError::AddressChanged {
+            dir: dir.to_path_buf(),
+            id: identity.node_id.0,
+            recorded: identity.own_addr(),
+            given: advertise,
+        });
+    }
+    if established != Established::Found {
+        crate::fs_durable::write_durably(dir, IDENTITY_FILE_NAME, identity.render().as_bytes())
+            .map_err(io_error(&path))?;
+    }
+    // The identity file is durable now; the legacy list is only a leftover (also after a crash
+    // between the two steps of a migration).
+    match fs::remove_file(&legacy_path) {
+        Ok(()) => fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(&legacy_path))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&legacy_path)(e)),
+    }
+    Ok((identity, established))
 }
 
 /// Bumps the boot counter durably and returns the new value (1 on the first start).
@@ -139,22 +363,131 @@ mod tests {
             .collect()
     }
 
+    fn identity_of(
+        dir: &Path,
+        ports: &[u16],
+        own: u16,
+    ) -> Result<(Identity, Established), IdentityError> {
+        establish(dir, &addrs(ports), addrs(&[own])[0])
+    }
+
     #[test]
-    fn first_start_records_members_and_later_starts_must_match() {
+    fn first_start_records_identity_and_later_starts_must_match() {
         let dir = tempfile::tempdir().expect("tempdir");
-        check_members(dir.path(), &addrs(&[3000, 4000, 5000])).expect("first start");
-        check_members(dir.path(), &addrs(&[3000, 4000, 5000])).expect("same members");
-        let err = check_members(dir.path(), &addrs(&[3000, 4000])).expect_err("changed");
+        let (first, how) = identity_of(dir.path(), &[3000, 4000, 5000], 4000).expect("first start");
+        assert_eq!(how, Established::Created);
+        assert_eq!(first.node_id, NodeId(1));
+        assert_eq!(
+            first.cluster_id,
+            crate::config::cluster_id(&addrs(&[3000, 4000, 5000]))
+        );
+        let (again, how) = identity_of(dir.path(), &[3000, 4000, 5000], 4000).expect("same");
+        assert_eq!((again, how), (first, Established::Found));
+
+        let err = identity_of(dir.path(), &[3000, 4000], 4000).expect_err("changed");
         let text = err.to_string();
         assert!(text.contains("refusing to start"), "{text}");
         assert!(text.contains("127.0.0.1:5000"), "{text}");
     }
 
     #[test]
-    fn corrupt_members_file_is_reported() {
+    fn a_data_dir_started_under_another_address_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        fs::write(dir.path().join(MEMBERS_FILE_NAME), "not an address\n").expect("write");
-        let err = check_members(dir.path(), &addrs(&[3000])).expect_err("corrupt");
+        identity_of(dir.path(), &[3000, 4000, 5000], 4000).expect("first start");
+        let err = identity_of(dir.path(), &[3000, 4000, 5000], 5000).expect_err("other member");
+        assert!(
+            matches!(err, IdentityError::AddressChanged { id: 1, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("--advertise 127.0.0.1:4000"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_older_members_file_is_migrated_with_the_ids_and_cluster_it_implied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            dir.path().join(LEGACY_MEMBERS_FILE_NAME),
+            "127.0.0.1:3000\n127.0.0.1:4000\n127.0.0.1:5000\n",
+        )
+        .expect("write");
+        let (identity, how) = identity_of(dir.path(), &[3000, 4000, 5000], 5000).expect("migrate");
+        assert_eq!(how, Established::Migrated);
+        assert_eq!(
+            identity,
+            Identity::bootstrap(&addrs(&[3000, 4000, 5000]), addrs(&[5000])[0])
+        );
+        assert_eq!(identity.node_id, NodeId(2));
+        assert!(!dir.path().join(LEGACY_MEMBERS_FILE_NAME).exists());
+        let text = fs::read_to_string(dir.path().join(IDENTITY_FILE_NAME)).expect("identity");
+        assert_eq!(Identity::parse(&text), Ok(identity));
+    }
+
+    #[test]
+    fn an_older_members_file_still_guards_against_a_changed_list() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            dir.path().join(LEGACY_MEMBERS_FILE_NAME),
+            "127.0.0.1:3000\n127.0.0.1:4000\n",
+        )
+        .expect("write");
+        let err = identity_of(dir.path(), &[3000, 4000, 5000], 3000).expect_err("changed");
+        assert!(matches!(err, IdentityError::MembersChanged { .. }), "{err}");
+        // Nothing was rewritten: the old file is still the record.
+        assert!(dir.path().join(LEGACY_MEMBERS_FILE_NAME).exists());
+        assert!(!dir.path().join(IDENTITY_FILE_NAME).exists());
+    }
+
+    #[test]
+    fn a_leftover_members_file_next_to_the_identity_is_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        identity_of(dir.path(), &[3000, 4000], 3000).expect("first start");
+        fs::write(
+            dir.path().join(LEGACY_MEMBERS_FILE_NAME),
+            "127.0.0.1:3000\n127.0.0.1:4000\n",
+        )
+        .expect("write");
+        let (_, how) = identity_of(dir.path(), &[3000, 4000], 3000).expect("restart");
+        assert_eq!(how, Established::Found);
+        assert!(!dir.path().join(LEGACY_MEMBERS_FILE_NAME).exists());
+    }
+
+    #[test]
+    fn corrupt_identity_files_are_reported_with_the_reason() {
+        let cases = [
+            ("", "empty"),
+            ("consens-identity 9\n", "first line"),
+            ("consens-identity 1\ncluster zz\nself 0\nmember 0 127.0.0.1:3000\n", "cluster id"),
+            ("consens-identity 1\ncluster 1\nmember 0 127.0.0.1:3000\n", "no self"),
+            ("consens-identity 1\ncluster 1\nself 0\n", "no member"),
+            ("consens-identity 1\ncluster 1\nself 1\nmember 0 127.0.0.1:3000\n", "not a member"),
+            ("consens-identity 1\ncluster 1\nself 0\nmember 0 127.0.0.1:3000\nmember 0 127.0.0.1:4000\n", "each once"),
+            ("consens-identity 1\ncluster 1\nself 0\nmember 0 nowhere\n", "address"),
+            ("consens-identity 1\ncluster 1\nself 0\nmember 0 127.0.0.1:3000\nextra\n", "unexpected"),
+        ];
+        for (text, reason) in cases {
+            let dir = tempfile::tempdir().expect("tempdir");
+            fs::write(dir.path().join(IDENTITY_FILE_NAME), text).expect("write");
+            let err = identity_of(dir.path(), &[3000], 3000).expect_err(text);
+            assert!(
+                matches!(err, IdentityError::Corrupt { .. }),
+                "{text:?}: {err}"
+            );
+            assert!(err.to_string().contains(reason), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn corrupt_legacy_members_file_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            dir.path().join(LEGACY_MEMBERS_FILE_NAME),
+            "not an address\n",
+        )
+        .expect("write");
+        let err = identity_of(dir.path(), &[3000], 3000).expect_err("corrupt");
         assert!(err.to_string().contains("corrupt"), "{err}");
     }
 

@@ -85,7 +85,16 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
             source,
         })?;
     }
-    identity::check_members(data_dir, &config.members)?;
+    let advertise = config.members[usize::from(config.node_id.0)];
+    let (identity, established) = identity::establish(data_dir, &config.members, advertise)?;
+    if established == identity::Established::Migrated {
+        tracing::info!(
+            data_dir = %data_dir.display(),
+            "migrated the data dir's member list to an identity file (same ids and cluster id)"
+        );
+    }
+    let config = config.with_identity(&identity);
+    let data_dir = &config.data_dir;
     let boot = identity::next_boot(data_dir)?;
 
     // Recover: the newest snapshot and the WAL; the driver folds them together.
