@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use consens::internals::paxos::types::{Command, CommandId, NodeId, Op, Value};
-use consens::internals::paxos::{Config, Message, Recovered, Replica, Role};
+use consens::internals::paxos::{Config, Membership, Message, Recovered, Replica, Role};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::collections::VecDeque;
 
@@ -32,7 +32,7 @@ impl Cluster {
         let nodes = (0..MEMBERS)
             .map(|i| {
                 Replica::new(
-                    Config::new(NodeId(i), MEMBERS),
+                    Config::new(NodeId(i), Membership::first_ids(MEMBERS).expect("valid")),
                     Recovered::empty(),
                     7 + u64::from(i),
                 )

@@ -111,19 +111,26 @@ pub enum ConfigError {
     PortRange(u16),
     #[error("listening on {0} (any address): pass --advertise host:port so the others can name this node")]
     AdvertiseNeeded(IpAddr),
-    #[error("the cluster has {0} members; at most {max} are supported", max = crate::paxos::config::MEMBERS_MAX)]
+    #[error("the cluster has {0} members; at most {max} are supported", max = crate::paxos::VOTERS_MAX)]
     TooManyMembers(usize),
     #[error(transparent)]
     ClusterKey(#[from] KeyError),
+}
+
+/// One member of the cluster: a stable id and the address its peers reach it at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: NodeId,
+    pub addr: SocketAddr,
 }
 
 /// Everything `node::serve` needs, resolved.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
-    /// Every member's peer address, indexed by member id; `members[node_id]` is this node. From
-    /// the flags, sorted, until `with_identity` puts the data dir's record in.
-    pub members: Vec<SocketAddr>,
+    /// Every member's id and peer address, by id; `node_id` is among them. From the flags (ids
+    /// in the order of the sorted addresses) until `with_identity` puts the data dir's record in.
+    pub members: Vec<Member>,
     pub node_id: NodeId,
     /// Tags the cluster's datagrams, WAL and snapshots (a hash of the member list a cluster is
     /// created with, then recorded); datagrams of another cluster are dropped.
@@ -177,14 +184,10 @@ impl ServeConfig {
             }
         }
         members.sort();
-        if members.len() > usize::from(crate::paxos::config::MEMBERS_MAX) {
+        if members.len() > crate::paxos::VOTERS_MAX {
             return Err(ConfigError::TooManyMembers(members.len()));
         }
-        let index = members
-            .iter()
-            .position(|m| *m == advertise)
-            .expect("the advertised address was put in the list");
-        let node_id = NodeId(u16::try_from(index).expect("at most MEMBERS_MAX members"));
+        let bootstrap = crate::node::identity::Identity::bootstrap(&members, advertise);
         let cluster_key = match &args.cluster_key_file {
             Some(path) => Some(ClusterKey::load(path)?),
             None => None,
@@ -195,13 +198,13 @@ impl ServeConfig {
             .unwrap_or_else(|| PathBuf::from(DATA_DIR_ROOT_DEFAULT).join(args.port.to_string()));
         Ok(ServeConfig {
             data_dir,
-            cluster_id: cluster_id(&members),
-            node_id,
+            cluster_id: bootstrap.cluster_id,
+            node_id: bootstrap.node_id,
             peer_bind_addr: SocketAddr::new(args.listen, peer_port),
             http_addr: SocketAddr::new(args.listen, http_port),
             line_addr: SocketAddr::new(args.listen, line_port),
             advertise: advertise.to_string(),
-            members,
+            members: bootstrap.members,
             request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
             snapshot_every_slots: args.snapshot_every_slots.max(1),
             snapshot_every_bytes: args.snapshot_every_bytes.max(1),
@@ -219,8 +222,24 @@ impl ServeConfig {
     pub fn with_identity(mut self, identity: &crate::node::identity::Identity) -> ServeConfig {
         self.cluster_id = identity.cluster_id;
         self.node_id = identity.node_id;
-        self.members = identity.addresses();
+        self.members = identity.members.clone();
         self
+    }
+
+    /// The members' peer addresses as the flags gave them, sorted.
+    pub fn member_addrs_sorted(&self) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = self.members.iter().map(|m| m.addr).collect();
+        addrs.sort();
+        addrs
+    }
+
+    /// The address this node's peers reach it at.
+    pub fn own_peer_addr(&self) -> SocketAddr {
+        self.members
+            .iter()
+            .find(|m| m.id == self.node_id)
+            .expect("this node is one of the members")
+            .addr
     }
 
     /// The line server's limits.

@@ -350,6 +350,80 @@ fn data_dirs_of_the_older_format_migrate_and_keep_their_data() {
 }
 
 #[test]
+fn members_with_sparse_ids_serve_and_survive_a_whole_cluster_restart() {
+    // Member ids are names that later versions hand out and never reuse, so nothing in the
+    // node may treat them as positions. Re-create a 3-node cluster whose ids are 4, 9 and 23.
+    let mut cluster = Cluster::start(3, &[]);
+    let mut addrs: Vec<(u16, std::net::SocketAddr)> = cluster
+        .nodes
+        .iter()
+        .map(|n| (n.port, std::net::SocketAddr::from(([127, 0, 0, 1], n.port))))
+        .collect();
+    addrs.sort_by_key(|(_, addr)| *addr);
+    let ids = [4u16, 9, 23];
+    let members: String = ids
+        .iter()
+        .zip(&addrs)
+        .map(|(id, (_, addr))| format!("member {id} {addr}\n"))
+        .collect();
+    for node in &mut cluster.nodes {
+        node.kill9();
+        std::fs::remove_dir_all(&node.data_dir).expect("wipe data dir");
+        std::fs::create_dir_all(&node.data_dir).expect("data dir");
+        let me = addrs
+            .iter()
+            .position(|(p, _)| *p == node.port)
+            .expect("listed");
+        let identity = format!(
+            "consens-identity 1\ncluster 00000000c0ffee42\nself {}\n{members}",
+            ids[me]
+        );
+        std::fs::write(node.data_dir.join("identity"), identity).expect("write identity");
+    }
+    for node in &mut cluster.nodes {
+        node.restart();
+    }
+    for node in &cluster.nodes {
+        node.wait_http();
+    }
+    cluster.wait_ready(0);
+    for i in 0..30 {
+        let a = put(&cluster.nodes[i % 3], &format!("sparse/{i}"), b"v");
+        assert!(a.status == 200 || a.status == 201, "{a:?}");
+    }
+    for node in &mut cluster.nodes {
+        node.kill9();
+    }
+    for node in &mut cluster.nodes {
+        node.restart();
+    }
+    for node in &cluster.nodes {
+        node.wait_http();
+    }
+    cluster.wait_ready(1);
+    for node in &cluster.nodes {
+        for i in 0..30 {
+            let a = get(node, &format!("sparse/{i}"));
+            assert_eq!(a.status, 200, "sparse/{i} on {}: {a:?}", node.port);
+        }
+        let status = status(node).expect("status");
+        let mut listed: Vec<u64> = status["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .filter_map(|m| m["id"].as_u64())
+            .collect();
+        listed.sort();
+        assert_eq!(listed, [4, 9, 23], "{status}");
+        let me = addrs
+            .iter()
+            .position(|(p, _)| *p == node.port)
+            .expect("listed");
+        assert_eq!(status["node_id"].as_u64(), Some(u64::from(ids[me])));
+    }
+}
+
+#[test]
 fn sigterm_shuts_down_gracefully_and_keeps_data() {
     let mut cluster = Cluster::start(1, &[]);
     cluster.wait_ready(0);

@@ -22,7 +22,7 @@ use crate::server::NodeStatus;
 pub struct Status {
     /// The node's advertised address.
     pub node: String,
-    /// The node's id (its index in the sorted member list).
+    /// The node's member id.
     pub node_id: u16,
     /// "leader", "follower", ... as the node calls it.
     pub role: String,
@@ -177,9 +177,10 @@ mod tests {
             digest: "00000000000000ab".into(),
             members: (0..3)
                 .map(|i| MemberStatus {
-                    addr: format!("127.0.0.1:{}", 3000 + 10 * i),
+                    id: i,
+                    addr: format!("127.0.0.1:{}", 3000 + 10 * usize::from(i)),
                     is_self: i == 0,
-                    last_heard_ms_ago: (i > 0 && i <= heard).then_some(5),
+                    last_heard_ms_ago: (i > 0 && usize::from(i) <= heard).then_some(5),
                 })
                 .collect(),
             datagrams: BTreeMap::new(),

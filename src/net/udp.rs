@@ -9,13 +9,13 @@
 //! The socket gets large kernel buffers ([`enlarge_buffers`]); what the kernel still drops on
 //! receive is read back from procfs and counted too.
 
+use crate::config::Member;
 use crate::metrics::{DropLabels, Metrics};
 use crate::net::auth::ClusterKey;
 use crate::net::codec::{self, DropReason, Header, DATAGRAM_BYTES_MAX};
 use crate::net::wire::Wire;
 use crate::paxos::types::NodeId;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -214,7 +214,7 @@ pub struct PeerNet {
     header: Header,
     /// Tags every datagram when the cluster has a key.
     key: Option<ClusterKey>,
-    members: Vec<SocketAddr>,
+    members: Vec<Member>,
     metrics: Arc<Metrics>,
     /// Reused encode buffer.
     buf: Vec<u8>,
@@ -227,7 +227,7 @@ impl PeerNet {
         socket: Arc<UdpSocket>,
         header: Header,
         key: Option<ClusterKey>,
-        members: Vec<SocketAddr>,
+        members: Vec<Member>,
         metrics: Arc<Metrics>,
     ) -> PeerNet {
         let kernel_drops = KernelDrops::of(&socket);
@@ -264,7 +264,7 @@ impl PeerNet {
 
     /// Sends `wire` to member `to`, or drops it (counted) if it cannot go right now.
     pub fn send(&mut self, to: NodeId, wire: &Wire) {
-        let Some(addr) = self.members.get(usize::from(to.0)).copied() else {
+        let Some(addr) = self.members.iter().find(|m| m.id == to).map(|m| m.addr) else {
             panic!("the core addressed {to}, which is not a member");
         };
         self.buf.clear();
@@ -296,7 +296,7 @@ pub async fn receive_loop(
     socket: Arc<UdpSocket>,
     cluster: u64,
     key: Option<ClusterKey>,
-    members: Vec<SocketAddr>,
+    members: Vec<Member>,
     inbound: mpsc::Sender<(NodeId, Wire)>,
     metrics: Arc<Metrics>,
 ) {
@@ -326,8 +326,8 @@ pub async fn receive_loop(
             }
         };
         let sender_ok = members
-            .get(usize::from(header.from.0))
-            .is_some_and(|addr| *addr == from_addr);
+            .iter()
+            .any(|m| m.id == header.from && m.addr == from_addr);
         if !sender_ok {
             tracing::debug!(%from_addr, from = %header.from, "datagram from a non-member dropped");
             metrics.dropped(DROPPED_UNKNOWN_SENDER);

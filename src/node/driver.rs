@@ -22,6 +22,7 @@
 //! which needs a majority's durable votes. A peer's snapshot is installed only once it is durable
 //! here; the WAL is compacted only below our own durable snapshot.
 
+use crate::config::Member;
 use crate::kv::{KvError, KvState};
 use crate::metrics::Metrics;
 use crate::net::wire::Wire;
@@ -35,7 +36,6 @@ use crate::paxos::{
 };
 use crate::server::{Consistency, NodeStatus, StoreError};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -48,8 +48,8 @@ pub const STATUS_REFRESH_TICKS: u64 = 5;
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
     pub node: NodeId,
-    /// Every member's peer address; index = `NodeId`.
-    pub members: Vec<SocketAddr>,
+    /// Every member's id and peer address, by id.
+    pub members: Vec<Member>,
     /// The address this node advertises (shown on `/_status`).
     pub advertise: String,
     /// How long a client request may wait for its answer.
@@ -238,7 +238,7 @@ pub struct Driver {
     /// The next read id: the boot counter in the high bits, as in command ids.
     next_read: ReadId,
     /// When each member was last heard from (None: never); index = NodeId.
-    last_heard_ms: Vec<Option<u64>>,
+    last_heard_ms: BTreeMap<NodeId, u64>,
     /// Slot covered by the newest durable snapshot here (own or installed).
     snapshot_slot: Slot,
     /// A snapshot file is being written (one at a time, own or a peer's).
@@ -290,7 +290,6 @@ impl Driver {
                 .storage
                 .push(StorageOp::SnapshotInstalled(snapshot_slot));
         }
-        let members = config.members.len();
         Ok(Driver {
             replica: Replica::new(core, recovered, seed),
             kv,
@@ -307,7 +306,7 @@ impl Driver {
             // read of the previous boot must not release a new read that reused its id (the
             // simulator found that stale read: docs/paxos.md).
             next_read: CommandId::new(config.node, config.boot, 1).seq,
-            last_heard_ms: vec![None; members],
+            last_heard_ms: BTreeMap::new(),
             snapshot_slot,
             snapshot_writing: None,
             peer_snapshot_queued: None,
@@ -352,9 +351,7 @@ impl Driver {
 
     /// A datagram from member `from` (already authenticated and decoded).
     pub fn receive(&mut self, from: NodeId, wire: Wire) {
-        if let Some(heard) = self.last_heard_ms.get_mut(usize::from(from.0)) {
-            *heard = Some(self.now_ms);
-        }
+        self.last_heard_ms.insert(from, self.now_ms);
         match wire {
             Wire::Paxos(message) => self.replica.receive(from, message),
             Wire::Snapshot(chunk) => {
@@ -609,23 +606,26 @@ impl Driver {
     /// needs a leader it heard from recently (followers do not talk to each other, so the
     /// leader's own check covers the rest, and it steps down when it loses its majority).
     fn quorum_reachable(&self) -> bool {
-        let heard_recently = |i: usize| {
-            i == usize::from(self.config.node.0)
+        let heard_recently = |node: NodeId| {
+            node == self.config.node
                 || self
                     .last_heard_ms
-                    .get(i)
-                    .copied()
-                    .flatten()
-                    .is_some_and(|t| self.now_ms.saturating_sub(t) <= PEER_ALIVE_MS_MAX)
+                    .get(&node)
+                    .is_some_and(|t| self.now_ms.saturating_sub(*t) <= PEER_ALIVE_MS_MAX)
         };
         match self.replica.status().leader {
             None => false,
             Some(leader) if leader == self.config.node => {
                 let members = self.config.members.len();
-                let alive = (0..members).filter(|&i| heard_recently(i)).count();
+                let alive = self
+                    .config
+                    .members
+                    .iter()
+                    .filter(|m| heard_recently(m.id))
+                    .count();
                 alive > members / 2
             }
-            Some(leader) => heard_recently(usize::from(leader.0)),
+            Some(leader) => heard_recently(leader),
         }
     }
 

@@ -18,6 +18,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use crate::config::Member;
 use crate::paxos::types::NodeId;
 
 /// File holding the identity (see [`Identity::render`] for the format).
@@ -50,13 +51,6 @@ fn first_boot_base() -> u64 {
     BOOT_MAX / 4 + hasher.finish() % (BOOT_MAX / 4)
 }
 
-/// One member of the cluster: a stable id and the address its peers reach it at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Member {
-    pub id: NodeId,
-    pub addr: SocketAddr,
-}
-
 /// Who this node is, as recorded in its data dir.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -64,8 +58,7 @@ pub struct Identity {
     pub cluster_id: u64,
     /// This node's member id.
     pub node_id: NodeId,
-    /// The members, by id. Ids are `0..members.len()` in this version (checked on read): the
-    /// node layer still keeps per-member state in vectors indexed by id.
+    /// The members, sorted by id. Ids are distinct but need not be dense.
     pub members: Vec<Member>,
 }
 
@@ -103,14 +96,18 @@ impl Identity {
         }
     }
 
-    /// The members' addresses, indexed by id.
+    /// The members' addresses, in id order.
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.members.iter().map(|m| m.addr).collect()
     }
 
     /// This node's own address.
     pub fn own_addr(&self) -> SocketAddr {
-        self.members[usize::from(self.node_id.0)].addr
+        self.members
+            .iter()
+            .find(|m| m.id == self.node_id)
+            .expect("parse and bootstrap make this node a member")
+            .addr
     }
 
     /// The file's text: a format line, then `cluster <16 hex digits>`, `self <id>` and one
@@ -163,14 +160,10 @@ impl Identity {
         if members.is_empty() {
             return Err("no member lines".into());
         }
-        if members.len() > usize::from(crate::paxos::config::MEMBERS_MAX) {
-            return Err(format!("{} members, more than supported", members.len()));
-        }
         members.sort_by_key(|m| m.id);
-        if members.iter().enumerate().any(|(i, m)| m.id != id_at(i)) {
-            return Err("member ids must be 0, 1, 2, ... (each once)".into());
-        }
-        if usize::from(node_id.0) >= members.len() {
+        crate::paxos::Membership::new(members.iter().map(|m| m.id))
+            .map_err(|e| format!("the member lines are not a cluster: {e}"))?;
+        if !members.iter().any(|m| m.id == node_id) {
             return Err(format!("self {} is not a member", node_id.0));
         }
         Ok(Identity {
@@ -182,7 +175,7 @@ impl Identity {
 }
 
 fn id_at(index: usize) -> NodeId {
-    NodeId(u16::try_from(index).expect("at most MEMBERS_MAX members"))
+    NodeId(u16::try_from(index).expect("at most VOTERS_MAX members"))
 }
 
 fn parse_id(text: &str) -> Result<NodeId, String> {
@@ -463,7 +456,7 @@ mod tests {
             ("consens-identity 1\ncluster 1\nmember 0 127.0.0.1:3000\n", "no self"),
             ("consens-identity 1\ncluster 1\nself 0\n", "no member"),
             ("consens-identity 1\ncluster 1\nself 1\nmember 0 127.0.0.1:3000\n", "not a member"),
-            ("consens-identity 1\ncluster 1\nself 0\nmember 0 127.0.0.1:3000\nmember 0 127.0.0.1:4000\n", "each once"),
+            ("consens-identity 1\ncluster 1\nself 0\nmember 0 127.0.0.1:3000\nmember 0 127.0.0.1:4000\n", "listed twice"),
             ("consens-identity 1\ncluster 1\nself 0\nmember 0 nowhere\n", "address"),
             ("consens-identity 1\ncluster 1\nself 0\nmember 0 127.0.0.1:3000\nextra\n", "unexpected"),
         ];
@@ -477,6 +470,18 @@ mod tests {
             );
             assert!(err.to_string().contains(reason), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn member_ids_need_not_be_dense() {
+        let text = "consens-identity 1\ncluster 2a\nself 9\nmember 23 127.0.0.1:5000\n\
+                    member 4 127.0.0.1:3000\nmember 9 127.0.0.1:4000\n";
+        let identity = Identity::parse(text).expect("valid");
+        assert_eq!(identity.node_id, NodeId(9));
+        assert_eq!(identity.own_addr().port(), 4000);
+        let ids: Vec<u16> = identity.members.iter().map(|m| m.id.0).collect();
+        assert_eq!(ids, [4, 9, 23], "kept sorted by id");
+        assert_eq!(Identity::parse(&identity.render()), Ok(identity));
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::net::codec::Header;
 use crate::net::udp::{self, PeerNet};
 use crate::paxos::Config as CoreConfig;
+use crate::paxos::Membership;
 use crate::server::{http, line, NodeStatus};
 use crate::wal::{WalIdentity, WalOptions};
 use driver::{Driver, DriverConfig};
@@ -85,8 +86,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
             source,
         })?;
     }
-    let advertise = config.members[usize::from(config.node_id.0)];
-    let (identity, established) = identity::establish(data_dir, &config.members, advertise)?;
+    let (identity, established) = identity::establish(
+        data_dir,
+        &config.member_addrs_sorted(),
+        config.own_peer_addr(),
+    )?;
     if established == identity::Established::Migrated {
         tracing::info!(
             data_dir = %data_dir.display(),
@@ -112,8 +116,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
     }
     let (durable, recovered) = Durable::open(&wal_dir, wal_options)?;
 
-    let members = u16::try_from(config.members.len()).expect("member count is validated by config");
-    let mut core_config = CoreConfig::new(config.node_id, members);
+    let membership = Membership::new(config.members.iter().map(|m| m.id))
+        .expect("the identity's member list was checked when it was read");
+    let mut core_config = CoreConfig::new(config.node_id, membership);
     core_config.log_retain_slots = config.catch_up_retain_slots;
     let seed = random_seed(boot, config.node_id.0);
     let metrics = Arc::new(Metrics::new());

@@ -4,8 +4,10 @@ use crate::config::ServeConfig;
 use crate::kv::KvState;
 use crate::metrics::Metrics;
 use crate::node::driver::DriverConfig;
+use crate::paxos::types::NodeId;
 use crate::paxos::ReplicaStatus;
 use crate::server::{MemberStatus, NodeStatus};
+use std::collections::BTreeMap;
 
 /// The state digest as it is shown: 16 hex digits.
 pub fn digest_text(digest: u64) -> String {
@@ -26,10 +28,10 @@ pub fn initial(config: &ServeConfig) -> NodeStatus {
         members: config
             .members
             .iter()
-            .enumerate()
-            .map(|(i, m)| MemberStatus {
-                addr: m.to_string(),
-                is_self: i == usize::from(config.node_id.0),
+            .map(|m| MemberStatus {
+                id: m.id.0,
+                addr: m.addr.to_string(),
+                is_self: m.id == config.node_id,
                 last_heard_ms_ago: None,
             })
             .collect(),
@@ -42,7 +44,7 @@ pub fn build(
     config: &DriverConfig,
     core: &ReplicaStatus,
     kv: &mut KvState,
-    last_heard_ms: &[Option<u64>],
+    last_heard_ms: &BTreeMap<NodeId, u64>,
     now_ms: u64,
     metrics: &Metrics,
 ) -> NodeStatus {
@@ -52,8 +54,8 @@ pub fn build(
         role: core.role.to_string(),
         leader: core
             .leader
-            .and_then(|l| config.members.get(usize::from(l.0)))
-            .map(|a| a.to_string()),
+            .and_then(|l| config.members.iter().find(|m| m.id == l))
+            .map(|m| m.addr.to_string()),
         ballot: core.promised.to_string(),
         decided: core.decided,
         applied: kv.applied(),
@@ -61,20 +63,16 @@ pub fn build(
         members: config
             .members
             .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let is_self = i == usize::from(config.node.0);
+            .map(|m| {
+                let is_self = m.id == config.node;
                 MemberStatus {
-                    addr: m.to_string(),
+                    id: m.id.0,
+                    addr: m.addr.to_string(),
                     is_self,
                     last_heard_ms_ago: if is_self {
                         Some(0)
                     } else {
-                        last_heard_ms
-                            .get(i)
-                            .copied()
-                            .flatten()
-                            .map(|t| now_ms.saturating_sub(t))
+                        last_heard_ms.get(&m.id).map(|t| now_ms.saturating_sub(*t))
                     },
                 }
             })

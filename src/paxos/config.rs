@@ -1,10 +1,9 @@
 //! The core's tunables: cluster shape, timers in ticks, and the limits that keep every message
 //! within one datagram and every queue bounded.
 
+use crate::paxos::membership::Membership;
 use crate::paxos::types::NodeId;
 
-/// The largest cluster the core supports (quorums are tracked as 64-bit masks).
-pub const MEMBERS_MAX: u16 = 64;
 /// Default byte budget of one message: a UDP datagram over IPv4 carries at most 65,507 bytes and
 /// the daemon's envelope needs a few dozen of them.
 pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 65_000;
@@ -14,8 +13,8 @@ pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 65_000;
 pub struct Config {
     /// This node.
     pub node: NodeId,
-    /// How many members the cluster has; node ids are `0..members`.
-    pub members: u16,
+    /// The voters.
+    pub members: Membership,
     /// A leader sends a heartbeat (with its decided prefix) this often.
     pub heartbeat_ticks: u64,
     /// A follower that hears from no leader for this long (randomized up to twice as long) runs
@@ -50,13 +49,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults for a member of a `members`-node cluster (ticks of about 10 ms).
-    pub fn new(node: NodeId, members: u16) -> Config {
-        assert!(
-            (1..=MEMBERS_MAX).contains(&members),
-            "members must be 1..={MEMBERS_MAX}"
-        );
-        assert!(node.0 < members, "node id {node} outside 0..{members}");
+    /// The defaults for member `node` of a cluster with these voters (ticks of about 10 ms).
+    pub fn new(node: NodeId, members: Membership) -> Config {
+        assert!(members.is_voter(node), "node {node} is not a voter");
         Config {
             node,
             members,
@@ -76,7 +71,7 @@ impl Config {
 
     /// How many members make a majority.
     pub fn quorum(&self) -> usize {
-        usize::from(self.members) / 2 + 1
+        self.members.quorum()
     }
 
     /// The largest command `propose` accepts: one must fit an accept message on its own.

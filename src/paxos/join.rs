@@ -34,8 +34,8 @@ use std::collections::BTreeMap;
 
 /// What a joining node has learned so far.
 pub(crate) struct Join {
-    /// Per member: the next slot to pull (`None`: that member's answer is complete).
-    next_from: Vec<Option<Slot>>,
+    /// Per other member: the next slot to pull (`None`: that member's answer is complete).
+    next_from: BTreeMap<NodeId, Option<Slot>>,
     /// Members whose whole answer arrived.
     complete: MemberSet,
     /// Those of them that were still joining themselves (no state to vouch for).
@@ -56,9 +56,10 @@ pub(crate) struct Join {
 }
 
 impl Join {
-    pub(crate) fn new(members: u16) -> Join {
+    /// A join that asks each of `peers` (every voter but this node).
+    pub(crate) fn new(peers: Vec<NodeId>) -> Join {
         Join {
-            next_from: vec![Some(1); usize::from(members)],
+            next_from: peers.into_iter().map(|p| (p, Some(1))).collect(),
             complete: MemberSet::default(),
             complete_stateless: MemberSet::default(),
             promised: Ballot::ZERO,
@@ -75,7 +76,6 @@ impl Join {
 impl Replica {
     pub(crate) fn tick_join(&mut self) {
         let now = self.now;
-        let me = usize::from(self.config.node.0);
         self.join_when_caught_up();
         let Some(join) = self.join.as_mut() else {
             return;
@@ -87,9 +87,7 @@ impl Replica {
         let asks: Vec<(NodeId, Slot)> = join
             .next_from
             .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != me)
-            .filter_map(|(i, n)| n.map(|slot| (NodeId(i as u16), slot)))
+            .filter_map(|(peer, n)| n.map(|slot| (*peer, slot)))
             .collect();
         for (to, from) in asks {
             self.send(to, Message::JoinQuery { from });
@@ -127,12 +125,14 @@ impl Replica {
         more: bool,
         entries: Vec<(Slot, SlotState)>,
     ) {
-        let members = usize::from(self.config.members);
+        let members = self.config.members.voters().len();
         let Some(join) = self.join.as_mut() else {
             return;
         };
-        let idx = usize::from(from.0);
-        if join.next_from[idx] != Some(slot) {
+        let Some(next_from) = join.next_from.get_mut(&from) else {
+            return; // not one of the voters asked
+        };
+        if *next_from != Some(slot) {
             return; // stale or duplicate chunk
         }
         join.promised = join.promised.max(promised);
@@ -153,11 +153,11 @@ impl Replica {
             }
         }
         if more {
-            join.next_from[idx] = Some(upto + 1);
+            *next_from = Some(upto + 1);
             self.send(from, Message::JoinQuery { from: upto + 1 });
             return;
         }
-        join.next_from[idx] = None;
+        *next_from = None;
         join.complete.insert(from);
         if !voter {
             join.complete_stateless.insert(from);

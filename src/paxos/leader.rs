@@ -19,8 +19,8 @@ pub(crate) struct Campaign {
     pub(crate) ballot: Ballot,
     /// The first slot the candidate does not know decided.
     pub(crate) from: Slot,
-    /// Per member: the next slot to pull from its promise (`None`: promise complete).
-    pub(crate) next_from: Vec<Option<Slot>>,
+    /// Per voter: the next slot to pull from its promise (`None`: promise complete).
+    pub(crate) next_from: BTreeMap<NodeId, Option<Slot>>,
     /// Members whose whole promise arrived.
     pub(crate) promised: MemberSet,
     /// Highest-ballot votes reported, per slot.
@@ -48,23 +48,30 @@ pub(crate) struct Leadership {
     /// Proposals for slots `base..base + proposals.len()`, the undecided tail of the log.
     pub(crate) proposals: VecDeque<Proposal>,
     pub(crate) base: Slot,
-    /// Per member (index: node id): every proposal up to this slot was sent to it once.
-    pub(crate) sent_upto: Vec<Slot>,
-    /// Per member: the last slot and send time of each accept batch it has not answered yet
-    /// (flow control, see `Config::accept_batches_in_flight_max`).
-    pub(crate) batches_in_flight: Vec<VecDeque<(Slot, u64)>>,
+    /// What the leader knows of each voter, itself included.
+    pub(crate) followers: BTreeMap<NodeId, FollowerProgress>,
     /// Commands waiting for room in the window.
     pub(crate) queue: VecDeque<Command>,
     /// Ids of commands in `queue` or undecided in `proposals` (to drop re-sent duplicates).
     pub(crate) queued: HashSet<CommandId, IdHashBuilder>,
     /// The highest slot phase 1 found: reads wait until it is decided.
     pub(crate) recovered_upto: Slot,
-    /// When each member last answered this leader (index: node id).
-    pub(crate) heard_at: Vec<u64>,
     /// When the next heartbeat goes out.
     pub(crate) heartbeat_at: u64,
-    /// Per member: the decided prefix last told to it (on an accept or a heartbeat).
-    pub(crate) commit_sent: Vec<Slot>,
+}
+
+/// A leader's view of one voter.
+#[derive(Clone)]
+pub(crate) struct FollowerProgress {
+    /// Every proposal up to this slot was sent to it once.
+    pub(crate) sent_upto: Slot,
+    /// The last slot and send time of each accept batch it has not answered yet (flow control,
+    /// see `Config::accept_batches_in_flight_max`).
+    pub(crate) batches_in_flight: VecDeque<(Slot, u64)>,
+    /// When it last answered this leader.
+    pub(crate) heard_at: u64,
+    /// The decided prefix last told to it (on an accept or a heartbeat).
+    pub(crate) commit_sent: Slot,
 }
 
 impl Leadership {
@@ -94,8 +101,7 @@ impl Replica {
                     let missing: Vec<(NodeId, Slot)> = campaign
                         .next_from
                         .iter()
-                        .enumerate()
-                        .filter_map(|(i, n)| n.map(|slot| (NodeId(i as u16), slot)))
+                        .filter_map(|(voter, n)| n.map(|slot| (*voter, slot)))
                         .collect();
                     for (to, from) in missing {
                         self.send_after_persist(to, Message::Prepare { ballot, from });
@@ -116,10 +122,9 @@ impl Replica {
         };
         let me = self.config.node;
         let in_touch = leadership
-            .heard_at
+            .followers
             .iter()
-            .enumerate()
-            .filter(|(i, at)| *i == usize::from(me.0) || now < **at + contact_window)
+            .filter(|(voter, f)| **voter == me || now < f.heard_at + contact_window)
             .count();
         if in_touch < quorum {
             // Cut off from a majority: stop claiming leadership so that clients hear
@@ -136,8 +141,7 @@ impl Replica {
                 continue;
             }
             p.sent_at = Some(now);
-            for peer in 0..self.config.members {
-                let peer = NodeId(peer);
+            for &peer in self.config.members.voters() {
                 // Our own acceptor never loses a message: its vote may only wait for the disk.
                 if peer != me && !p.votes.contains(peer) {
                     resend
@@ -177,7 +181,13 @@ impl Replica {
         self.role = RoleState::Candidate(Campaign {
             ballot,
             from,
-            next_from: vec![Some(from); usize::from(self.config.members)],
+            next_from: self
+                .config
+                .members
+                .voters()
+                .iter()
+                .map(|voter| (*voter, Some(from)))
+                .collect(),
             promised: MemberSet::default(),
             votes: BTreeMap::new(),
             decided: BTreeMap::new(),
@@ -185,8 +195,8 @@ impl Replica {
             resend_at: self.now + self.config.retry_ticks,
         });
         // Gated: the ballot must be durable before anyone hears of it.
-        for to in 0..self.config.members {
-            self.send_after_persist(NodeId(to), Message::Prepare { ballot, from });
+        for to in self.config.members.voters().to_vec() {
+            self.send_after_persist(to, Message::Prepare { ballot, from });
         }
     }
 
@@ -205,9 +215,8 @@ impl Replica {
         let RoleState::Candidate(campaign) = &mut self.role else {
             return;
         };
-        let idx = usize::from(from.0);
-        if ballot != campaign.ballot || campaign.next_from[idx] != Some(slot) {
-            return; // stale or duplicate chunk
+        if ballot != campaign.ballot || campaign.next_from.get(&from) != Some(&Some(slot)) {
+            return; // stale or duplicate chunk, or not a voter's
         }
         if log_start >= campaign.from {
             // That acceptor compacted slots we have not decided: we are too far behind to
@@ -232,7 +241,7 @@ impl Replica {
             }
         }
         if more {
-            campaign.next_from[idx] = Some(upto + 1);
+            campaign.next_from.insert(from, Some(upto + 1));
             self.send(
                 from,
                 Message::Prepare {
@@ -242,7 +251,7 @@ impl Replica {
             );
             return;
         }
-        campaign.next_from[idx] = None;
+        campaign.next_from.insert(from, None);
         campaign.promised.insert(from);
         if campaign.promised.len() >= quorum {
             self.become_leader();
@@ -292,20 +301,29 @@ impl Replica {
             });
         }
         let now = self.now;
-        let members = usize::from(self.config.members);
+        let fresh = FollowerProgress {
+            sent_upto: base - 1,
+            batches_in_flight: VecDeque::new(),
+            heard_at: now,
+            commit_sent: 0,
+        };
+        let followers = self
+            .config
+            .members
+            .voters()
+            .iter()
+            .map(|voter| (*voter, fresh.clone()))
+            .collect();
         self.leader = Some((self.config.node, campaign.ballot));
         self.role = RoleState::Leader(Leadership {
             ballot: campaign.ballot,
             proposals,
             base,
-            sent_upto: vec![base - 1; members],
-            batches_in_flight: vec![VecDeque::new(); members],
+            followers,
             queue: VecDeque::new(),
             queued,
             recovered_upto: last,
-            heard_at: vec![now; members],
             heartbeat_at: now,
-            commit_sent: vec![0; members],
         });
         self.leader_changed();
     }
@@ -359,12 +377,11 @@ impl Replica {
         let last = leadership.next_slot() - 1;
         let mut accepts = Vec::new();
         let mut commit_notices = Vec::new();
-        for (i, sent_upto) in leadership.sent_upto.iter_mut().enumerate() {
-            let member = NodeId(i as u16);
+        for (&member, follower) in leadership.followers.iter_mut() {
             // Slots decided while this member was held back leave `proposals`; they come from
             // the decided log instead (what was compacted away, catch-up covers).
-            let from = (*sent_upto + 1).max(self.log_start + 1);
-            let flights = &mut leadership.batches_in_flight[i];
+            let from = (follower.sent_upto + 1).max(self.log_start + 1);
+            let flights = &mut follower.batches_in_flight;
             if member != me {
                 // Unanswered for a retry period: lost, or the member is slow or down. The retry
                 // timer re-sends what it did not vote for; stop holding new batches back for it.
@@ -373,8 +390,8 @@ impl Replica {
                 }
             }
             if from > last {
-                if member != me && flights.is_empty() && leadership.commit_sent[i] < decided_upto {
-                    leadership.commit_sent[i] = decided_upto;
+                if member != me && flights.is_empty() && follower.commit_sent < decided_upto {
+                    follower.commit_sent = decided_upto;
                     commit_notices.push(member);
                 }
                 continue;
@@ -397,8 +414,8 @@ impl Replica {
                 p.sent_at.get_or_insert(now);
                 entries.push((slot, p.value.clone()));
             }
-            *sent_upto = last;
-            leadership.commit_sent[i] = decided_upto;
+            follower.sent_upto = last;
+            follower.commit_sent = decided_upto;
             accepts.push((member, entries));
         }
         for (to, entries) in accepts {
@@ -460,9 +477,12 @@ impl Replica {
         if ballot != leadership.ballot {
             return;
         }
-        leadership.heard_at[usize::from(from.0)] = now;
+        let Some(follower) = leadership.followers.get_mut(&from) else {
+            return; // not a voter of this leadership
+        };
+        follower.heard_at = now;
         if let Some(&answered) = slots.iter().max() {
-            let flights = &mut leadership.batches_in_flight[usize::from(from.0)];
+            let flights = &mut follower.batches_in_flight;
             while flights.front().is_some_and(|&(upto, _)| upto <= answered) {
                 flights.pop_front();
             }
@@ -520,14 +540,17 @@ impl Replica {
         if ballot != leadership.ballot {
             return;
         }
-        leadership.heard_at[usize::from(from.0)] = now;
+        let Some(follower) = leadership.followers.get_mut(&from) else {
+            return; // not a voter of this leadership
+        };
+        follower.heard_at = now;
         self.read_round_acked(from, read_round);
     }
 
     /// Sends a heartbeat of `ballot` with our decided prefix to every peer not in `skip`.
     pub(crate) fn broadcast_heartbeat(&mut self, ballot: Ballot, read_round: u64, skip: MemberSet) {
         let commit = self.decided_upto;
-        for peer in self.peers().collect::<Vec<_>>() {
+        for peer in self.peers() {
             if !skip.contains(peer) {
                 self.send(
                     peer,

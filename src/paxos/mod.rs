@@ -46,7 +46,7 @@
 //! # Layout
 //! `types` (shared vocabulary), `message` (what travels), `storage` (records, recovered state),
 //! `config`, `ready` (outputs, status), `replica` (state and plumbing), `acceptor`, `leader`,
-//! `learner`, `reads`, `join`, `quorum`, `rng`. The protocol as built is described in
+//! `learner`, `reads`, `join`, `membership` (who votes), `quorum`, `rng`. The protocol as built is described in
 //! `docs/paxos.md`.
 
 mod acceptor;
@@ -55,6 +55,7 @@ pub(crate) mod idhash;
 mod join;
 mod leader;
 mod learner;
+pub mod membership;
 pub mod message;
 mod quorum;
 mod reads;
@@ -65,6 +66,7 @@ pub mod storage;
 pub mod types;
 
 pub use config::Config;
+pub use membership::{Membership, MembershipError, VOTERS_MAX};
 pub use message::{Message, SlotState};
 pub use ready::{ReadId, Ready, ReplicaStatus, Role};
 pub use replica::{ProposeError, Replica};

@@ -1,11 +1,19 @@
-//! Sets of members as 64-bit masks: who promised, who accepted a slot, who acknowledged a read
-//! round. Members are at most [`MEMBERS_MAX`](crate::paxos::config::MEMBERS_MAX).
+//! Sets of members: who promised, who accepted a slot, who acknowledged a read round. Ids are
+//! not dense (`membership.rs`), so a set is a short inline list rather than a bit mask; sets are
+//! counted against one membership's voters, so a set never needs more room than two of them.
 
+use crate::paxos::membership::VOTERS_MAX;
 use crate::paxos::types::NodeId;
+
+/// How many members a set holds at most: the voters of an old and of a new configuration.
+const MEMBER_SET_CAPACITY: usize = 2 * VOTERS_MAX;
 
 /// A set of members.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct MemberSet(u64);
+pub struct MemberSet {
+    len: u8,
+    ids: [NodeId; MEMBER_SET_CAPACITY],
+}
 
 impl MemberSet {
     /// The set holding only `node`.
@@ -17,18 +25,25 @@ impl MemberSet {
 
     /// Adds `node`; returns whether it was new.
     pub fn insert(&mut self, node: NodeId) -> bool {
-        let bit = 1u64 << node.0;
-        let new = self.0 & bit == 0;
-        self.0 |= bit;
-        new
+        if self.contains(node) {
+            return false;
+        }
+        let len = usize::from(self.len);
+        assert!(
+            len < MEMBER_SET_CAPACITY,
+            "a member set holds at most {MEMBER_SET_CAPACITY} members"
+        );
+        self.ids[len] = node;
+        self.len += 1;
+        true
     }
 
     pub fn contains(&self, node: NodeId) -> bool {
-        self.0 & (1u64 << node.0) != 0
+        self.ids[..usize::from(self.len)].contains(&node)
     }
 
     pub fn len(&self) -> usize {
-        self.0.count_ones() as usize
+        usize::from(self.len)
     }
 }
 
@@ -40,8 +55,8 @@ mod tests {
     fn counts_distinct_members() {
         let mut s = MemberSet::of(NodeId(3));
         assert!(!s.insert(NodeId(3)));
-        assert!(s.insert(NodeId(63)));
-        assert!(s.contains(NodeId(63)) && !s.contains(NodeId(0)));
+        assert!(s.insert(NodeId(60_000)));
+        assert!(s.contains(NodeId(60_000)) && !s.contains(NodeId(0)));
         assert_eq!(s.len(), 2);
     }
 }

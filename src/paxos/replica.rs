@@ -115,8 +115,8 @@ pub struct Replica {
 impl Replica {
     /// Builds a replica from its durable state. `seed` drives its election back-offs.
     pub fn new(config: Config, recovered: Recovered, seed: u64) -> Replica {
-        let members = config.members;
-        let voter = recovered.voter || members == 1;
+        // A cluster of one has no one to join from (and no one who could disagree).
+        let voter = recovered.voter || config.members.voters() == [config.node];
         let mut log = BTreeMap::new();
         let mut accepted = recovered.accepted;
         for slot in recovered.snapshot + 1..=recovered.decided_upto {
@@ -170,7 +170,7 @@ impl Replica {
             config,
         };
         if !replica.voter {
-            replica.join = Some(Join::new(members));
+            replica.join = Some(Join::new(replica.peers()));
         }
         replica.advance_decided();
         replica.reset_election_timer();
@@ -192,7 +192,7 @@ impl Replica {
     /// A message arrived from member `from`. Messages from non-members or from ourselves are
     /// ignored (the transport should have dropped them).
     pub fn receive(&mut self, from: NodeId, message: Message) {
-        if from.0 >= self.config.members || from == self.config.node {
+        if !self.config.members.is_voter(from) || from == self.config.node {
             return;
         }
         self.handle(from, message);
@@ -465,12 +465,11 @@ impl Replica {
         }
     }
 
-    /// Every member but this one.
-    pub(crate) fn peers(&self) -> impl Iterator<Item = NodeId> {
+    /// Every voter but this one.
+    pub(crate) fn peers(&self) -> Vec<NodeId> {
         let me = self.config.node;
-        (0..self.config.members)
-            .map(NodeId)
-            .filter(move |n| *n != me)
+        let voters = self.config.members.voters();
+        voters.iter().copied().filter(|n| *n != me).collect()
     }
 
     /// A randomized election timeout in `[base, 2 * base)`.

@@ -2,12 +2,18 @@
 //! restarts and the safe join. The hostile-network simulator is `tests/simulation.rs`.
 
 use crate::paxos::types::{Command, CommandId, NodeId, Op, Slot, Value};
-use crate::paxos::{Config, Message, Ready, Record, Recovered, Replica, Role};
+use crate::paxos::{Config, Membership, Message, Ready, Record, Recovered, Replica, Role};
 use bytes::Bytes;
 use std::collections::VecDeque;
 
+fn voters(count: u16) -> Membership {
+    Membership::first_ids(count).expect("a valid cluster size")
+}
+
 /// Nodes with instant, lossless delivery and storage that syncs at every step.
 struct Cluster {
+    /// `nodes[i]` is member `ids[i]`.
+    ids: Vec<NodeId>,
     nodes: Vec<Replica>,
     /// Durable records per node (a crash keeps exactly these).
     disks: Vec<Vec<Record>>,
@@ -23,17 +29,27 @@ struct Cluster {
 
 impl Cluster {
     fn new(n: u16) -> Cluster {
-        let nodes = (0..n)
-            .map(|i| {
+        Cluster::with_ids(&(0..n).collect::<Vec<_>>())
+    }
+
+    /// A cluster whose members have these ids (`nodes[i]` is member `ids[i]`).
+    fn with_ids(ids: &[u16]) -> Cluster {
+        let ids: Vec<NodeId> = ids.iter().copied().map(NodeId).collect();
+        let membership = Membership::new(ids.iter().copied()).expect("valid ids");
+        let nodes = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
                 Replica::new(
-                    Config::new(NodeId(i), n),
+                    Config::new(*id, membership.clone()),
                     Recovered::empty(),
-                    u64::from(i) + 1,
+                    i as u64 + 1,
                 )
             })
             .collect();
-        let k = usize::from(n);
+        let k = ids.len();
         Cluster {
+            ids,
             nodes,
             disks: vec![Vec::new(); k],
             applied: vec![Vec::new(); k],
@@ -41,7 +57,7 @@ impl Cluster {
             wire: VecDeque::new(),
             up: vec![true; k],
             snapshots_asked: vec![Vec::new(); k],
-            log_retain_slots: Config::new(NodeId(0), n).log_retain_slots,
+            log_retain_slots: Config::new(NodeId(0), voters(1)).log_retain_slots,
         }
     }
 
@@ -61,7 +77,7 @@ impl Cluster {
                     self.disks[i].extend(ready.persist);
                     self.nodes[i].durable(ready.persist_upto);
                     for (to, m) in ready.messages {
-                        self.wire.push_back((NodeId(i as u16), to, m));
+                        self.wire.push_back((self.ids[i], to, m));
                     }
                     self.applied[i].extend(ready.apply);
                     self.reads[i].extend(ready.reads_ready);
@@ -70,8 +86,9 @@ impl Cluster {
             }
             while let Some((from, to, m)) = self.wire.pop_front() {
                 idle = false;
-                if self.up[usize::from(to.0)] {
-                    self.nodes[usize::from(to.0)].receive(from, m);
+                let to = self.index_of(to);
+                if self.up[to] {
+                    self.nodes[to].receive(from, m);
                 }
             }
             if idle {
@@ -92,6 +109,13 @@ impl Cluster {
         }
     }
 
+    fn index_of(&self, id: NodeId) -> usize {
+        self.ids
+            .iter()
+            .position(|m| *m == id)
+            .unwrap_or_else(|| panic!("a message to {id}, who is not a member"))
+    }
+
     fn leader(&self) -> Option<usize> {
         (0..self.nodes.len()).find(|&i| self.up[i] && self.nodes[i].status().role == Role::Leader)
     }
@@ -104,8 +128,8 @@ impl Cluster {
         for r in &self.disks[i] {
             recovered.apply(r);
         }
-        let n = self.nodes.len() as u16;
-        let mut config = Config::new(NodeId(i as u16), n);
+        let membership = Membership::new(self.ids.iter().copied()).expect("valid ids");
+        let mut config = Config::new(self.ids[i], membership);
         config.log_retain_slots = self.log_retain_slots;
         self.nodes[i] = Replica::new(config, recovered, 99 + i as u64);
         self.applied[i].clear();
@@ -162,6 +186,40 @@ fn three_nodes_elect_one_leader_and_decide_in_order_everywhere() {
         let slots: Vec<Slot> = c.applied[i].iter().map(|(s, _)| *s).collect();
         assert!(slots.windows(2).all(|w| w[1] == w[0] + 1), "no gaps");
     }
+}
+
+#[test]
+fn members_with_sparse_ids_elect_decide_lose_a_disk_and_rejoin() {
+    // Ids are names, not positions: nothing may index by them.
+    let mut c = Cluster::with_ids(&[3, 17, 60_000]);
+    c.ticks(100);
+    let leader = c.leader().expect("a leader is elected");
+    for seq in 0..30 {
+        let at = seq as usize % 3;
+        let origin = c.ids[at].0;
+        c.nodes[at]
+            .propose(put(origin, seq, "k"))
+            .expect("proposed");
+    }
+    c.ticks(20);
+    assert_eq!(commands(&c.applied[leader]).len(), 30);
+    let victim = (leader + 1) % 3;
+    c.restart(victim, true);
+    assert_eq!(c.nodes[victim].status().role, Role::Joining);
+    c.ticks(100);
+    assert_ne!(c.nodes[victim].status().role, Role::Joining);
+    for i in 0..3 {
+        assert_eq!(c.applied[i].last(), c.applied[leader].last(), "node {i}");
+    }
+    c.up[leader] = false;
+    c.ticks(300);
+    let new = c.leader().expect("the survivors elect a leader");
+    assert_ne!(new, leader);
+    c.nodes[new]
+        .propose(put(c.ids[new].0, 99, "k"))
+        .expect("proposed");
+    c.ticks(10);
+    assert_eq!(commands(&c.applied[new]).len(), 31);
 }
 
 #[test]
@@ -390,7 +448,7 @@ fn a_follower_that_has_not_answered_gets_what_was_held_back_in_one_batch() {
         l.durable(ready.persist_upto);
         sent.extend(batches(&ready));
     }
-    let in_flight_max = Config::new(follower, 3).accept_batches_in_flight_max;
+    let in_flight_max = Config::new(follower, voters(3)).accept_batches_in_flight_max;
     assert_eq!(
         sent.len(),
         in_flight_max,
@@ -513,7 +571,7 @@ fn a_joining_node_does_not_vote() {
 
 #[test]
 fn oversized_commands_are_refused() {
-    let mut r = Replica::new(Config::new(NodeId(0), 1), Recovered::empty(), 1);
+    let mut r = Replica::new(Config::new(NodeId(0), voters(1)), Recovered::empty(), 1);
     let big = Command {
         id: CommandId::new(NodeId(0), 0, 1),
         op: Op::Put {

@@ -14,7 +14,8 @@ pub type Slot = u64;
 /// The slot that last wrote a key, as clients see it (ETag, `OK <revision>`). 0 means "absent".
 pub type Revision = u64;
 
-/// A member of the cluster: its index in the sorted member list that every node was started with.
+/// A member of the cluster, by its id: stable for the member's life, never a position in a list
+/// (a new cluster numbers its first members `0..n`; see `docs/architecture.md`).
 #[derive(
     Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]

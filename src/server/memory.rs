@@ -138,6 +138,7 @@ impl Store for MemoryStore {
             applied,
             digest: crate::node::status::digest_text(digest),
             members: vec![MemberStatus {
+                id: 0,
                 addr: MEMORY_NODE_ADDR.into(),
                 is_self: true,
                 last_heard_ms_ago: None,

@@ -98,6 +98,8 @@ impl std::error::Error for StoreError {}
 /// One member as this node sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MemberStatus {
+    /// The member's id (stable across address changes).
+    pub id: u16,
     /// The member's advertised peer address.
     pub addr: String,
     /// Whether this entry is the node answering.
@@ -111,7 +113,7 @@ pub struct MemberStatus {
 pub struct NodeStatus {
     /// This node's advertised address.
     pub node: String,
-    /// This node's id (its index in the sorted member list).
+    /// This node's member id (`docs/architecture.md`, "Node identity").
     pub node_id: u16,
     /// "leader", "follower", "candidate", ... as the node calls it.
     pub role: String,

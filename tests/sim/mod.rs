@@ -20,7 +20,7 @@ use checks::Checker;
 use client::Clients;
 use consens::internals::node::driver::{Observed, PlantedBug};
 use consens::internals::paxos::types::{NodeId, Value};
-use consens::internals::paxos::{Config, Role};
+use consens::internals::paxos::{Config, Membership, Role};
 use faults::{Fault, Schedule};
 use network::{Conditions, Network};
 use node::{NodeSetup, SimNode, TICK_MS};
@@ -207,7 +207,8 @@ pub fn run_with(seed: u64, planted_bug: Option<PlantedBug>) -> Report {
 
 impl Simulation {
     fn config(&self, i: usize) -> Config {
-        let mut config = Config::new(NodeId(i as u16), self.members);
+        let voters = Membership::first_ids(self.members).expect("3 or 5 voters");
+        let mut config = Config::new(NodeId(i as u16), voters);
         config.election_timeout_ticks = self.timers.election_timeout_ticks;
         config.heartbeat_ticks = self.timers.heartbeat_ticks;
         config.retry_ticks = self.timers.retry_ticks;

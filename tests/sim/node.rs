@@ -12,6 +12,7 @@
 
 use super::network::Network;
 use super::rng::SimRng;
+use consens::internals::config::Member;
 use consens::internals::metrics::Metrics;
 use consens::internals::net::wire::Wire;
 use consens::internals::node::driver::{
@@ -109,7 +110,11 @@ impl SimNode {
     /// Starts (or restarts) the node from its disk, as `consens serve` does: the newest
     /// snapshot file and the synced WAL records.
     pub fn start(&mut self, core: Config, setup: &NodeSetup, seed: u64) {
-        assert_eq!(core.members, self.members, "config for another cluster");
+        assert_eq!(
+            core.members.voters().len(),
+            usize::from(self.members),
+            "config for another cluster"
+        );
         self.disk.records.truncate(self.disk.synced);
         let mut recovered = Recovered::empty();
         for record in &self.disk.records {
@@ -124,7 +129,10 @@ impl SimNode {
         let config = DriverConfig {
             node: self.id,
             members: (0..self.members)
-                .map(|i| std::net::SocketAddr::from(([127, 0, 0, 1], 20_000 + i)))
+                .map(|i| Member {
+                    id: NodeId(i),
+                    addr: std::net::SocketAddr::from(([127, 0, 0, 1], 20_000 + i)),
+                })
                 .collect(),
             advertise: format!("n{}", self.id.0),
             request_timeout_ms: setup.request_timeout_ms,
