@@ -64,8 +64,25 @@ pub(crate) enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// The cluster's members.
+    #[command(subcommand)]
+    Member(MemberCommand),
     /// Drive a running cluster with load and report throughput, latency and errors.
     Bench(BenchArgs),
+}
+
+/// `consens member ...`: the cluster's membership.
+#[derive(Debug, Subcommand)]
+pub(crate) enum MemberCommand {
+    /// List the members: id, address, role, caught-up slot and last contact, as the node asked
+    /// sees them (ask the leader to see every member's progress).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
 }
 
 /// `consens wal ...`: operator tools for the write-ahead log (`wal-format.md` §14).
@@ -112,6 +129,9 @@ pub fn main() -> ExitCode {
             &node,
         ),
         Command::Status { node } => crate::client::commands::run(ClientCommand::Status, &node),
+        Command::Member(MemberCommand::List { json, node }) => {
+            crate::client::commands::run(ClientCommand::MemberList { json }, &node)
+        }
         Command::Bench(args) => crate::bench::run(&args),
     }
 }

@@ -493,3 +493,108 @@ fn refused_connections_and_idle_closes_are_handled() {
         );
     });
 }
+
+/// `GET /_members` as JSON from `node`.
+fn members_json(node: &support::cluster::Node) -> serde_json::Value {
+    let answer = support::cluster::request("GET", node, "/_members", &[], None);
+    assert_eq!(answer.status, 200, "{}", answer.body_text());
+    serde_json::from_slice(&answer.body).expect("/_members is JSON")
+}
+
+#[test]
+fn member_list_on_every_front_end_shows_how_far_each_member_caught_up() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(0);
+    for i in 0..20 {
+        let a = support::cluster::put(&cluster.nodes[i % 3], &format!("m/{i}"), b"v");
+        assert!(a.status == 200 || a.status == 201, "{}", a.body_text());
+    }
+    let role = |i: usize| {
+        support::cluster::status(&cluster.nodes[i]).map(|s| s["role"].as_str().map(str::to_owned))
+    };
+    let leader = (0..3)
+        .find(|&i| role(i) == Some(Some("leader".into())))
+        .expect("one node leads");
+    // The status is republished every few ticks: wait for it to show the writes.
+    let leader_decided =
+        || support::cluster::status(&cluster.nodes[leader]).and_then(|s| s["decided"].as_u64());
+    assert!(wait_until(Duration::from_secs(10), || leader_decided()
+        .is_some_and(|d| d >= 20)));
+    let leader_status = support::cluster::status(&cluster.nodes[leader]).expect("status");
+    let leader_id = leader_status["node_id"].as_u64().expect("id");
+    let decided = leader_status["decided"].as_u64().expect("decided");
+
+    // The leader learns every member's progress from the heartbeat answers.
+    let caught_up = wait_until(Duration::from_secs(10), || {
+        members_json(&cluster.nodes[leader])["members"]
+            .as_array()
+            .is_some_and(|ms| {
+                ms.iter()
+                    .all(|m| m["caught_up_slot"].as_u64().is_some_and(|s| s >= decided))
+            })
+    });
+    let on_leader = members_json(&cluster.nodes[leader]);
+    assert!(caught_up, "{on_leader}");
+    assert_eq!(on_leader["leader"].as_u64(), Some(leader_id));
+    assert_eq!(on_leader["self"].as_u64(), Some(leader_id));
+    let members = on_leader["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3);
+    for m in members {
+        assert_eq!(m["role"], "voter", "{m}");
+        assert!(m["last_contact_ms_ago"].as_u64().is_some(), "{m}");
+        assert!(m["addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")));
+    }
+
+    // A follower knows its own progress and the leader's, not the other follower's.
+    let follower = (leader + 1) % 3;
+    let on_follower = members_json(&cluster.nodes[follower]);
+    let follower_id = on_follower["self"].as_u64().expect("self");
+    let known: Vec<(u64, bool)> = on_follower["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            let id = m["id"].as_u64().expect("id");
+            (id, m["caught_up_slot"].as_u64().is_some())
+        })
+        .collect();
+    for (id, is_known) in known {
+        assert_eq!(
+            is_known,
+            id == follower_id || id == leader_id,
+            "member {id}: {on_follower}"
+        );
+    }
+
+    // The line protocol and the Rust client carry the same list.
+    let line = cluster.nodes[follower].line_addr().to_string();
+    bounded(async {
+        let client = Client::connect([line.clone()]).await.expect("connect");
+        let list = client.members().await.expect("MEMBERS");
+        assert_eq!(list.self_id as u64, follower_id);
+        assert_eq!(list.leader.map(u64::from), Some(leader_id));
+        assert_eq!(list.members.len(), 3);
+        assert!(list.members.iter().all(|m| m.role == "voter"));
+    });
+
+    // The CLI prints a table with the leader marked, or JSON.
+    let leader_line = cluster.nodes[leader].line_addr().to_string();
+    let (code, out, err) = consens(&["member", "list", "--node", &leader_line]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows.len(), 4, "{out}");
+    assert!(rows[0].starts_with("ID"), "{out}");
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.ends_with("leader, answered"))
+            .count(),
+        1,
+        "{out}"
+    );
+    let (code, out, err) = consens(&["member", "list", "--json", "--node", &leader_line]);
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(json["members"].as_array().map(Vec::len), Some(3), "{out}");
+}

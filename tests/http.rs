@@ -368,7 +368,21 @@ async fn status_and_health() {
     assert_eq!(json["applied"], 1);
     assert_eq!(json["members"][0]["addr"], "memory");
     assert_eq!(json["members"][0]["is_self"], true);
-    assert!(json["members"][0]["last_heard_ms_ago"].is_null());
+    assert_eq!(
+        json["members"][0]["last_heard_ms_ago"], 0,
+        "itself: just now"
+    );
+    assert_eq!(json["members"][0]["role"], "voter");
+
+    let r = s.request("GET", "/_members", &[], b"").await;
+    assert_eq!(r.status, 200);
+    let json: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+    assert_eq!(
+        (json["leader"].clone(), json["self"].clone()),
+        (0.into(), 0.into())
+    );
+    assert_eq!(json["members"][0]["caught_up_slot"], 1);
+    assert_eq!(s.request("DELETE", "/_members", &[], b"").await.status, 405);
 
     let r = s.request("GET", "/_health", &[], b"").await;
     assert_eq!((r.status, r.text()), (200, "ok\n"));

@@ -1,4 +1,5 @@
-//! The `consens get|put|del|cas|status` subcommands: thin wrappers over [`Client`] for shells.
+//! The `consens get|put|del|cas|status|member list` subcommands: thin wrappers over [`Client`]
+//! for shells.
 //!
 //! Every subcommand takes `--node host:port` (a node's line-protocol address, its HTTP port + 1;
 //! repeat it or separate with commas to allow failover). Exit codes, so scripts can branch:
@@ -15,7 +16,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::client::{CasOutcome, Client, ClientError, REQUEST_TIMEOUT_MS};
+use crate::client::{CasOutcome, Client, ClientError, MemberList, REQUEST_TIMEOUT_MS};
 
 /// Exit code for "not found" and "conflict".
 const EXIT_NOT_FOUND_OR_CONFLICT: u8 = 1;
@@ -74,6 +75,11 @@ pub enum ClientCommand {
     },
     /// Print the node's status as JSON.
     Status,
+    /// Print the members as a table, or as JSON.
+    MemberList {
+        /// JSON instead of a table.
+        json: bool,
+    },
 }
 
 /// Runs one client subcommand on a fresh single-threaded runtime and maps the result to an
@@ -142,6 +148,16 @@ async fn execute(command: ClientCommand, node: &NodeArgs) -> Result<ExitCode, Cl
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
             writeln!(out, "{json}")
         }
+        ClientCommand::MemberList { json: true } => {
+            let members = client.members().await?;
+            let json = serde_json::to_string_pretty(&members)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            writeln!(out, "{json}")
+        }
+        ClientCommand::MemberList { json: false } => {
+            let members = client.members().await?;
+            out.write_all(member_table(&members).as_bytes())
+        }
     };
     Ok(match printed.and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -150,6 +166,51 @@ async fn execute(command: ClientCommand, node: &NodeArgs) -> Result<ExitCode, Cl
             ExitCode::FAILURE
         }
     })
+}
+
+/// The members as an aligned table, one row per member, the leader and the answering node
+/// marked; "-" where the answering node does not know.
+pub fn member_table(list: &MemberList) -> String {
+    let known = |n: Option<u64>| n.map_or_else(|| "-".to_string(), |n| n.to_string());
+    let mut rows = vec![[
+        "ID".to_string(),
+        "ADDRESS".to_string(),
+        "ROLE".to_string(),
+        "CAUGHT-UP SLOT".to_string(),
+        "LAST CONTACT MS".to_string(),
+        String::new(),
+    ]];
+    for m in &list.members {
+        let mut marks = Vec::new();
+        if list.leader == Some(m.id) {
+            marks.push("leader");
+        }
+        if list.self_id == m.id {
+            marks.push("answered");
+        }
+        rows.push([
+            m.id.to_string(),
+            m.addr.clone(),
+            m.role.clone(),
+            known(m.caught_up_slot),
+            known(m.last_contact_ms_ago),
+            marks.join(", "),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut table = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        table.push_str(cells.join("  ").trim_end());
+        table.push('\n');
+    }
+    table
 }
 
 fn not_found(key: &str) -> ExitCode {

@@ -57,7 +57,7 @@ use bytes::Bytes;
 use tokio::sync::Mutex;
 
 use crate::line_protocol::{encode_request, parse_reply, Reply, Request};
-pub use crate::line_protocol::{ErrorKind, Status};
+pub use crate::line_protocol::{ErrorKind, MemberInfo, MemberList, Status};
 use crate::paxos::types::Revision;
 use crate::server::{validate_line_key, VALUE_BYTES_MAX};
 
@@ -367,6 +367,25 @@ impl Client {
         match reply {
             Reply::Text(line) => Status::parse(&line).map_err(ClientError::Protocol),
             other => Err(unexpected("STATUS", other, &node)),
+        }
+    }
+
+    /// The cluster's members as the node currently connected to sees them: ids, addresses,
+    /// roles, and how far each has caught up (every member's on the leader).
+    ///
+    /// ```no_run
+    /// # async fn example(client: consens::client::Client) -> Result<(), consens::client::ClientError> {
+    /// for member in client.members().await?.members {
+    ///     println!("{} at {}: {}", member.id, member.addr, member.role);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn members(&self) -> Result<MemberList, ClientError> {
+        let (reply, node) = self.call(&Request::Members, Retry::Idempotent).await?;
+        match reply {
+            Reply::Text(line) => MemberList::parse(&line).map_err(ClientError::Protocol),
+            other => Err(unexpected("MEMBERS", other, &node)),
         }
     }
 

@@ -10,18 +10,21 @@
 //! GET <key>                      -> VALUE <value>  | NOT_FOUND
 //! DEL <key>                      -> OK             | NOT_FOUND
 //! CAS <key> <revision> <value>   -> OK <revision>  | CONFLICT <current revision>
-//! PING -> PONG   STATUS -> name=value pairs   HELP -> the commands   QUIT -> BYE, then close
+//! PING -> PONG   STATUS -> name=value pairs   MEMBERS -> one member=... pair per member
+//! HELP -> the commands   QUIT -> BYE, then close
 //! anything that fails            -> ERR <kind> <message>
 //! ```
 //!
 //! `<kind>` is one lowercase word from a fixed set ([`ErrorKind`]) for programs to branch on;
 //! `<message>` is for people and may change. [`request`] owns the request grammar, [`reply`] the
-//! replies and error kinds, [`status`] the `STATUS` line.
+//! replies and error kinds, [`status`] the `STATUS` line, [`members`] the `MEMBERS` line.
 
+pub mod members;
 pub mod reply;
 pub mod request;
 pub mod status;
 
+pub use members::{MemberInfo, MemberList};
 pub use reply::{parse_reply, ErrorKind, ErrorReply, Reply};
 pub use request::{encode_request, parse_request, scan_line, ParseError, Request, Scan};
 pub use status::Status;

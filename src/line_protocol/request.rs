@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! PUT <key> <value>              GET <key>        DEL <key>
-//! CAS <key> <revision> <value>   PING   STATUS   HELP   QUIT
+//! CAS <key> <revision> <value>   PING   STATUS   MEMBERS   HELP   QUIT
 //! ```
 //!
 //! Command words are case-insensitive ASCII. Fields are separated by exactly one space. The value
@@ -41,6 +41,8 @@ pub enum Request {
     },
     Ping,
     Status,
+    /// List the members (`line_protocol::members`).
+    Members,
     Help,
     Quit,
 }
@@ -131,7 +133,7 @@ pub const USAGE_CAS: &str = "CAS <key> <revision> <value>";
 
 /// The one-line reply to `HELP`.
 pub const HELP_TEXT: &str = "commands: PUT <key> <value> | GET <key> | DEL <key> | \
-CAS <key> <revision> <value> (revision 0: create only) | PING | STATUS | HELP | QUIT";
+CAS <key> <revision> <value> (revision 0: create only) | PING | STATUS | MEMBERS | HELP | QUIT";
 
 /// Splits at the first space: (before, Some(after)) or (all, None).
 fn split_space(bytes: &[u8]) -> (&[u8], Option<&[u8]>) {
@@ -207,11 +209,12 @@ pub fn parse_request(line: &[u8]) -> Result<Request, ParseError> {
                 value: value(v)?,
             })
         }
-        "PING" | "STATUS" | "HELP" | "QUIT" => {
+        "PING" | "STATUS" | "MEMBERS" | "HELP" | "QUIT" => {
             if args.is_some() {
                 return Err(ParseError::Usage(match upper.as_str() {
                     "PING" => "PING",
                     "STATUS" => "STATUS",
+                    "MEMBERS" => "MEMBERS",
                     "HELP" => "HELP",
                     _ => "QUIT",
                 }));
@@ -219,6 +222,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, ParseError> {
             Ok(match upper.as_str() {
                 "PING" => Request::Ping,
                 "STATUS" => Request::Status,
+                "MEMBERS" => Request::Members,
                 "HELP" => Request::Help,
                 _ => Request::Quit,
             })
@@ -262,6 +266,7 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
         }
         Request::Ping => out.extend_from_slice(b"PING"),
         Request::Status => out.extend_from_slice(b"STATUS"),
+        Request::Members => out.extend_from_slice(b"MEMBERS"),
         Request::Help => out.extend_from_slice(b"HELP"),
         Request::Quit => out.extend_from_slice(b"QUIT"),
     }
@@ -392,6 +397,7 @@ mod tests {
             }),
             Just(Request::Ping),
             Just(Request::Status),
+            Just(Request::Members),
             Just(Request::Help),
             Just(Request::Quit),
         ]

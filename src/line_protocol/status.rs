@@ -171,6 +171,7 @@ mod tests {
             node_id: 0,
             role: "leader".into(),
             leader: leader.map(str::to_string),
+            leader_id: leader.map(|_| 0),
             ballot: "2.0".into(),
             decided: 12,
             applied: 11,
@@ -178,6 +179,8 @@ mod tests {
             members: (0..3)
                 .map(|i| MemberStatus {
                     id: i,
+                    role: "voter".into(),
+                    decided: Some(12),
                     addr: format!("127.0.0.1:{}", 3000 + 10 * usize::from(i)),
                     is_self: i == 0,
                     last_heard_ms_ago: (i > 0 && usize::from(i) <= heard).then_some(5),

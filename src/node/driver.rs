@@ -873,6 +873,7 @@ impl Driver {
             &self.config,
             &core,
             &mut self.kv,
+            &self.replica.follower_progress(),
             &self.last_heard_ms,
             self.now_ms,
             &self.metrics,

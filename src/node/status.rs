@@ -5,8 +5,8 @@ use crate::kv::KvState;
 use crate::metrics::Metrics;
 use crate::node::driver::DriverConfig;
 use crate::paxos::types::NodeId;
-use crate::paxos::ReplicaStatus;
-use crate::server::{MemberStatus, NodeStatus};
+use crate::paxos::{FollowerStatus, ReplicaStatus};
+use crate::server::{MemberStatus, NodeStatus, MEMBER_ROLE_VOTER};
 use std::collections::BTreeMap;
 
 /// The state digest as it is shown: 16 hex digits.
@@ -21,6 +21,7 @@ pub fn initial(config: &ServeConfig) -> NodeStatus {
         node_id: config.node_id.0,
         role: "starting".into(),
         leader: None,
+        leader_id: None,
         ballot: "0.0".into(),
         decided: 0,
         applied: 0,
@@ -31,8 +32,10 @@ pub fn initial(config: &ServeConfig) -> NodeStatus {
             .map(|m| MemberStatus {
                 id: m.id.0,
                 addr: m.addr.to_string(),
+                role: MEMBER_ROLE_VOTER.to_string(),
                 is_self: m.id == config.node_id,
                 last_heard_ms_ago: None,
+                decided: None,
             })
             .collect(),
         datagrams: Default::default(),
@@ -44,6 +47,7 @@ pub fn build(
     config: &DriverConfig,
     core: &ReplicaStatus,
     kv: &mut KvState,
+    progress: &[FollowerStatus],
     last_heard_ms: &BTreeMap<NodeId, u64>,
     now_ms: u64,
     metrics: &Metrics,
@@ -56,6 +60,7 @@ pub fn build(
             .leader
             .and_then(|l| config.members.iter().find(|m| m.id == l))
             .map(|m| m.addr.to_string()),
+        leader_id: core.leader.map(|l| l.0),
         ballot: core.promised.to_string(),
         decided: core.decided,
         applied: kv.applied(),
@@ -65,9 +70,18 @@ pub fn build(
             .iter()
             .map(|m| {
                 let is_self = m.id == config.node;
+                let decided = if is_self {
+                    Some(core.decided)
+                } else if core.leader == Some(m.id) {
+                    Some(core.commit_seen)
+                } else {
+                    progress.iter().find(|p| p.node == m.id).map(|p| p.decided)
+                };
                 MemberStatus {
                     id: m.id.0,
                     addr: m.addr.to_string(),
+                    role: MEMBER_ROLE_VOTER.to_string(),
+                    decided,
                     is_self,
                     last_heard_ms_ago: if is_self {
                         Some(0)

@@ -72,6 +72,8 @@ pub(crate) struct FollowerProgress {
     pub(crate) heard_at: u64,
     /// The decided prefix last told to it (on an accept or a heartbeat).
     pub(crate) commit_sent: Slot,
+    /// The decided prefix it last reported (heartbeat acks): how far it has caught up.
+    pub(crate) decided: Slot,
 }
 
 impl Leadership {
@@ -306,6 +308,7 @@ impl Replica {
             batches_in_flight: VecDeque::new(),
             heard_at: now,
             commit_sent: 0,
+            decided: 0,
         };
         let followers = self
             .config
@@ -532,7 +535,13 @@ impl Replica {
         }
     }
 
-    pub(crate) fn on_heartbeat_ack(&mut self, from: NodeId, ballot: Ballot, read_round: u64) {
+    pub(crate) fn on_heartbeat_ack(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        read_round: u64,
+        decided: Slot,
+    ) {
         let now = self.now;
         let RoleState::Leader(leadership) = &mut self.role else {
             return;
@@ -544,6 +553,7 @@ impl Replica {
             return; // not a voter of this leadership
         };
         follower.heard_at = now;
+        follower.decided = follower.decided.max(decided);
         self.read_round_acked(from, read_round);
     }
 

@@ -68,7 +68,7 @@ pub mod types;
 pub use config::Config;
 pub use membership::{Membership, MembershipError, VOTERS_MAX};
 pub use message::{Message, SlotState};
-pub use ready::{ReadId, Ready, ReplicaStatus, Role};
+pub use ready::{FollowerStatus, ReadId, Ready, ReplicaStatus, Role};
 pub use replica::{ProposeError, Replica};
 pub use storage::{PersistIndex, Record, Recovered};
 

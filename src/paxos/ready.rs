@@ -68,6 +68,16 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// What a leader knows of one voter (`Replica::follower_progress`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowerStatus {
+    pub node: NodeId,
+    /// Its decided prefix, as it last reported it: the slot it has caught up to.
+    pub decided: Slot,
+    /// Ticks since it last answered the leader (since the leadership began if it never did).
+    pub heard_ticks_ago: u64,
+}
+
 /// A snapshot of the core's view, for status pages and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaStatus {

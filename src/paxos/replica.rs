@@ -12,7 +12,7 @@ use crate::paxos::join::Join;
 use crate::paxos::leader::{Campaign, Leadership};
 use crate::paxos::message::{Message, MESSAGE_FIXED_BYTES_MAX, SLOT_BYTES_MAX};
 use crate::paxos::reads::Reads;
-use crate::paxos::ready::{ReadId, Ready, ReplicaStatus, Role};
+use crate::paxos::ready::{FollowerStatus, ReadId, Ready, ReplicaStatus, Role};
 use crate::paxos::rng::Rng;
 use crate::paxos::storage::{PersistIndex, Record, Recovered};
 use crate::paxos::types::{Ballot, Command, CommandId, NodeId, Slot, Value};
@@ -360,6 +360,30 @@ impl Replica {
         }
     }
 
+    /// While this node leads: each voter's decided prefix as last reported to it (its own is
+    /// current) and how many ticks ago it last answered. Empty otherwise.
+    pub fn follower_progress(&self) -> Vec<FollowerStatus> {
+        let RoleState::Leader(leadership) = &self.role else {
+            return Vec::new();
+        };
+        leadership
+            .followers
+            .iter()
+            .map(|(&node, f)| {
+                let own = node == self.config.node;
+                FollowerStatus {
+                    node,
+                    decided: if own { self.decided_upto } else { f.decided },
+                    heard_ticks_ago: if own {
+                        0
+                    } else {
+                        self.now.saturating_sub(f.heard_at)
+                    },
+                }
+            })
+            .collect()
+    }
+
     /// The decided value of `slot`, if this node holds it (for checkers and catch-up tests).
     pub fn decided_value(&self, slot: Slot) -> Option<&Value> {
         if slot > self.decided_upto {
@@ -405,8 +429,8 @@ impl Replica {
             Message::HeartbeatAck {
                 ballot,
                 read_round,
-                decided: _,
-            } => self.on_heartbeat_ack(from, ballot, read_round),
+                decided,
+            } => self.on_heartbeat_ack(from, ballot, read_round, decided),
             Message::Forward { commands } => self.on_forward(commands),
             Message::ReadIndex { ids } => self.on_read_index(from, ids),
             Message::ReadIndexReply { ids, index } => self.on_read_index_reply(ids, index),

@@ -9,6 +9,7 @@
 //! | `GET /{key}` (`?stale=true`)       | 200 raw bytes, ETag              | 404                      |
 //! | `DELETE /{key}`                    | 204                              | 404                      |
 //! | `GET /_status`                     | 200 JSON [`NodeStatus`]          |                          |
+//! | `GET /_members`                    | 200 JSON [`MemberList`]          |                          |
 //! | `GET /_health`                     | 200 `ok`                         | 503 `no quorum`          |
 //!
 //! **Keys.** The key is the whole path after the first `/`, percent-decoded to raw bytes (so
@@ -37,6 +38,7 @@ use bytes::Bytes;
 use http_body_util::LengthLimitError;
 use percent_encoding::percent_decode_str;
 
+use crate::line_protocol::MemberList;
 use crate::paxos::types::{Op, Outcome, Revision};
 use crate::server::{
     validate_key, Consistency, KeyError, NodeStatus, Store, StoreError, KEY_RESERVED_PREFIX,
@@ -160,11 +162,14 @@ async fn dispatch<S: Store>(
 fn endpoint<S: Store>(store: &S, method: &Method, name: &[u8]) -> Response {
     let readable = *method == Method::GET || *method == Method::HEAD;
     match name {
-        b"_status" | b"_health" | b"_metrics" if !readable => method_not_allowed(ENDPOINT_METHODS),
+        b"_status" | b"_health" | b"_metrics" | b"_members" if !readable => {
+            method_not_allowed(ENDPOINT_METHODS)
+        }
         b"_status" => {
             let status: NodeStatus = store.status();
             Json(status).into_response()
         }
+        b"_members" => Json(MemberList::of_node(&store.status())).into_response(),
         b"_metrics" => match store.metrics_text() {
             Some(body) => (
                 [(
@@ -180,7 +185,7 @@ fn endpoint<S: Store>(store: &S, method: &Method, name: &[u8]) -> Response {
         b"_health" => text(StatusCode::SERVICE_UNAVAILABLE, "no quorum"),
         _ if readable => text(
             StatusCode::NOT_FOUND,
-            "not found: paths starting with /_ are reserved (endpoints: /_status, /_health, /_metrics)",
+            "not found: paths starting with /_ are reserved (endpoints: /_status, /_members, /_health, /_metrics)",
         ),
         _ => text(StatusCode::BAD_REQUEST, KeyError::Reserved),
     }

@@ -35,7 +35,8 @@ use tokio::time::Instant;
 use crate::line_protocol::reply::value_fits_line;
 use crate::line_protocol::request::HELP_TEXT;
 use crate::line_protocol::{
-    parse_request, scan_line, ErrorKind, ErrorReply, ParseError, Reply, Request, Scan, Status,
+    parse_request, scan_line, ErrorKind, ErrorReply, MemberList, ParseError, Reply, Request, Scan,
+    Status,
 };
 use crate::paxos::types::{Op, Outcome};
 use crate::server::{Consistency, Store, KEY_BYTES_MAX, VALUE_BYTES_MAX};
@@ -292,6 +293,10 @@ impl<S: Store> Connection<S> {
             Request::Status => {
                 let status = Status::of_node(&self.store.status(), self.store.healthy());
                 ready(Reply::Text(Bytes::from(status.encode())))
+            }
+            Request::Members => {
+                let members = MemberList::of_node(&self.store.status());
+                ready(Reply::Text(Bytes::from(members.encode())))
             }
             Request::Get { key } => {
                 let store = self.store.clone();

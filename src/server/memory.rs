@@ -133,6 +133,7 @@ impl Store for MemoryStore {
             node_id: 0,
             role: "leader".into(),
             leader: Some(MEMORY_NODE_ADDR.into()),
+            leader_id: Some(0),
             ballot: "1.0".into(),
             decided: applied,
             applied,
@@ -140,8 +141,10 @@ impl Store for MemoryStore {
             members: vec![MemberStatus {
                 id: 0,
                 addr: MEMORY_NODE_ADDR.into(),
+                role: super::MEMBER_ROLE_VOTER.to_string(),
                 is_self: true,
-                last_heard_ms_ago: None,
+                last_heard_ms_ago: Some(0),
+                decided: Some(applied),
             }],
             datagrams: Default::default(),
         }

@@ -102,11 +102,20 @@ pub struct MemberStatus {
     pub id: u16,
     /// The member's advertised peer address.
     pub addr: String,
+    /// "voter": it votes in every quorum.
+    pub role: String,
     /// Whether this entry is the node answering.
     pub is_self: bool,
-    /// How long ago this node last heard from the member; `None` if never (or for itself).
+    /// How long ago this node last heard from the member (0 for itself); `None` if never.
     pub last_heard_ms_ago: Option<u64>,
+    /// The slot the member has caught up to (its decided prefix), where the answering node knows
+    /// it: its own always; every member's on the leader (from their heartbeat answers); the
+    /// leader's on a follower.
+    pub decided: Option<u64>,
 }
+
+/// The role of every member in this version: each votes.
+pub const MEMBER_ROLE_VOTER: &str = "voter";
 
 /// A snapshot of the node's state for `/_status` and `STATUS`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -119,6 +128,8 @@ pub struct NodeStatus {
     pub role: String,
     /// The address of the leader this node believes in, if any.
     pub leader: Option<String>,
+    /// That leader's member id.
+    pub leader_id: Option<u16>,
     /// The highest ballot this node knows, as `round.node`.
     pub ballot: String,
     /// The highest slot known decided.
