@@ -67,6 +67,9 @@ pub(crate) enum Command {
     /// The cluster's members.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// The cluster's leadership.
+    #[command(subcommand)]
+    Leader(LeaderCommand),
     /// Drive a running cluster with load and report throughput, latency and errors.
     Bench(BenchArgs),
 }
@@ -80,6 +83,19 @@ pub(crate) enum MemberCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+/// `consens leader ...`: who leads.
+#[derive(Debug, Subcommand)]
+pub(crate) enum LeaderCommand {
+    /// Move leadership to member ID and wait until it leads (it must be up and caught up; the
+    /// leader stays otherwise). Any node passes the request to the leader.
+    Transfer {
+        /// The member to lead (`consens member list` shows the ids).
+        id: u16,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -131,6 +147,9 @@ pub fn main() -> ExitCode {
         Command::Status { node } => crate::client::commands::run(ClientCommand::Status, &node),
         Command::Member(MemberCommand::List { json, node }) => {
             crate::client::commands::run(ClientCommand::MemberList { json }, &node)
+        }
+        Command::Leader(LeaderCommand::Transfer { id, node }) => {
+            crate::client::commands::run(ClientCommand::LeaderTransfer { to: id }, &node)
         }
         Command::Bench(args) => crate::bench::run(&args),
     }

@@ -598,3 +598,141 @@ fn member_list_on_every_front_end_shows_how_far_each_member_caught_up() {
     let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(json["members"].as_array().map(Vec::len), Some(3), "{out}");
 }
+
+/// The member id of node `i` and whether it leads, from its `/_status`.
+fn id_and_role(cluster: &Cluster, i: usize) -> Option<(u64, String)> {
+    let status = support::cluster::status(&cluster.nodes[i])?;
+    Some((
+        status["node_id"].as_u64()?,
+        status["role"].as_str()?.to_owned(),
+    ))
+}
+
+#[test]
+fn leadership_moves_on_every_front_end_while_writes_keep_flowing() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(0);
+    let ids: Vec<u64> = (0..3)
+        .map(|i| id_and_role(&cluster, i).expect("status").0)
+        .collect();
+    let leads = |i: usize| id_and_role(&cluster, i).is_some_and(|(_, role)| role == "leader");
+    let leader_index = || (0..3).find(|&i| leads(i));
+    assert!(wait_until(Duration::from_secs(10), || leader_index().is_some()));
+
+    // Writes through every node for the whole test; each acknowledged one must survive.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let nodes: Vec<(String, u16)> = cluster.nodes.iter().map(|n| (n.http(), n.port)).collect();
+        std::thread::spawn(move || {
+            let agent = ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(5))
+                .build();
+            let mut acknowledged = Vec::new();
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 5_000 {
+                let (base, _) = &nodes[i % nodes.len()];
+                let key = format!("moving/{i}");
+                if agent
+                    .put(&format!("{base}/{key}"))
+                    .send_bytes(b"v")
+                    .is_ok_and(|r| r.status() == 200 || r.status() == 201)
+                {
+                    acknowledged.push(key);
+                }
+                i += 1;
+            }
+            acknowledged
+        })
+    };
+
+    // HTTP, asked of a node that is neither the leader nor the target.
+    let old = leader_index().expect("a leader");
+    let target = (old + 1) % 3;
+    let via = (old + 2) % 3;
+    let body = format!("{{\"id\": {}}}", ids[target]);
+    let a = support::cluster::request(
+        "POST",
+        &cluster.nodes[via],
+        "/_leader",
+        &[],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(a.status, 200, "{}", a.body_text());
+    let json: serde_json::Value = serde_json::from_slice(&a.body).expect("JSON");
+    assert_eq!(json["leader"].as_u64(), Some(ids[target]));
+    assert!(wait_until(Duration::from_secs(5), || leads(target)));
+    let a = support::cluster::request("GET", &cluster.nodes[old], "/_leader", &[], None);
+    let json: serde_json::Value = serde_json::from_slice(&a.body).expect("JSON");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let a = support::cluster::request("GET", &cluster.nodes[old], "/_leader", &[], None);
+            serde_json::from_slice::<serde_json::Value>(&a.body)
+                .is_ok_and(|j| j["leader"].as_u64() == Some(ids[target]))
+        }),
+        "{json}"
+    );
+
+    // The line protocol through the Rust client: back to the old leader.
+    let line = cluster.nodes[via].line_addr().to_string();
+    bounded(async {
+        let client = Client::connect([line.clone()]).await.expect("connect");
+        client
+            .transfer_leadership(ids[old] as u16)
+            .await
+            .expect("LEADER TRANSFER");
+    });
+    assert!(wait_until(Duration::from_secs(5), || leads(old)));
+
+    // The CLI, to the third member.
+    let (code, out, err) = consens(&[
+        "leader",
+        "transfer",
+        &ids[via].to_string(),
+        "--node",
+        &cluster.nodes[target].line_addr().to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("member {} leads", ids[via]));
+    assert!(wait_until(Duration::from_secs(5), || leads(via)));
+
+    // Mistakes are refused with the cause, and move nothing.
+    let a = support::cluster::request(
+        "POST",
+        &cluster.nodes[old],
+        "/_leader",
+        &[],
+        Some(b"{\"id\": 99}"),
+    );
+    assert_eq!(a.status, 400);
+    assert!(a.body_text().contains("not a voter"), "{}", a.body_text());
+    let a = support::cluster::request("POST", &cluster.nodes[old], "/_leader", &[], Some(b"2"));
+    assert_eq!(a.status, 400);
+    assert!(a.body_text().contains("{\"id\": 2}"), "{}", a.body_text());
+    let (code, _, err) = consens(&[
+        "leader",
+        "transfer",
+        "99",
+        "--node",
+        &cluster.nodes[old].line_addr().to_string(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a voter"), "{err}");
+    assert!(leads(via), "a refused transfer moves nothing");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = writer.join().expect("writer");
+    assert!(
+        !acknowledged.is_empty(),
+        "writes flowed during the transfers"
+    );
+    for key in &acknowledged {
+        let a = support::cluster::get(&cluster.nodes[old], key);
+        assert_eq!(
+            a.status,
+            200,
+            "acknowledged {key} is readable: {}",
+            a.body_text()
+        );
+    }
+}

@@ -49,7 +49,7 @@ fn verify_wal(data_dir: &Path) -> (bool, String) {
 }
 
 /// The operator procedure for a node that refuses to start (`docs/reliability.md`): move its
-/// log and snapshots aside (kept for inspection), keep `members` and `boot`, start it again.
+/// log and snapshots aside (kept for inspection), keep `identity` and `boot`, start it again.
 fn operator_rebuild(data_dir: &Path) {
     for dir in ["wal", "snapshots"] {
         let from = data_dir.join(dir);
@@ -58,7 +58,7 @@ fn operator_rebuild(data_dir: &Path) {
             std::fs::rename(&from, &to).expect("move aside");
         }
     }
-    assert!(data_dir.join("members").exists() && data_dir.join("boot").exists());
+    assert!(data_dir.join("identity").exists() && data_dir.join("boot").exists());
 }
 
 /// A 3-node cluster with `KEYS_BEFORE` acknowledged keys; returns it, the acked keys and the

@@ -1,5 +1,5 @@
-//! The `consens get|put|del|cas|status|member list` subcommands: thin wrappers over [`Client`]
-//! for shells.
+//! The `consens get|put|del|cas|status|member list|leader transfer` subcommands: thin wrappers
+//! over [`Client`] for shells.
 //!
 //! Every subcommand takes `--node host:port` (a node's line-protocol address, its HTTP port + 1;
 //! repeat it or separate with commas to allow failover). Exit codes, so scripts can branch:
@@ -80,6 +80,11 @@ pub enum ClientCommand {
         /// JSON instead of a table.
         json: bool,
     },
+    /// Move leadership to a member.
+    LeaderTransfer {
+        /// The member's id.
+        to: u16,
+    },
 }
 
 /// Runs one client subcommand on a fresh single-threaded runtime and maps the result to an
@@ -153,6 +158,10 @@ async fn execute(command: ClientCommand, node: &NodeArgs) -> Result<ExitCode, Cl
             let json = serde_json::to_string_pretty(&members)
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
             writeln!(out, "{json}")
+        }
+        ClientCommand::LeaderTransfer { to } => {
+            client.transfer_leadership(to).await?;
+            writeln!(out, "member {to} leads")
         }
         ClientCommand::MemberList { json: false } => {
             let members = client.members().await?;

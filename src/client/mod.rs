@@ -389,6 +389,26 @@ impl Client {
         }
     }
 
+    /// Moves leadership to member `to` (a voter) and returns once the node connected to sees it
+    /// lead; any node passes the request to the leader. Leadership moves only to a member that
+    /// is up and caught up: otherwise this fails with [`ClientError::Unavailable`] and the
+    /// leader stays.
+    ///
+    /// ```no_run
+    /// # async fn example(client: consens::client::Client) -> Result<(), consens::client::ClientError> {
+    /// client.transfer_leadership(2).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn transfer_leadership(&self, to: u16) -> Result<(), ClientError> {
+        let request = Request::TransferLeader { to };
+        let (reply, node) = self.call(&request, Retry::Idempotent).await?;
+        match reply {
+            Reply::Ok(None) => Ok(()),
+            other => Err(unexpected("LEADER TRANSFER", other, &node)),
+        }
+    }
+
     /// Checks that the node currently connected to answers.
     pub async fn ping(&self) -> Result<(), ClientError> {
         let (reply, node) = self.call(&Request::Ping, Retry::Idempotent).await?;

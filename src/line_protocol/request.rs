@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! PUT <key> <value>              GET <key>        DEL <key>
-//! CAS <key> <revision> <value>   PING   STATUS   MEMBERS   HELP   QUIT
+//! CAS <key> <revision> <value>   PING   STATUS   MEMBERS   LEADER TRANSFER <member id>
+//! HELP   QUIT
 //! ```
 //!
 //! Command words are case-insensitive ASCII. Fields are separated by exactly one space. The value
@@ -43,6 +44,10 @@ pub enum Request {
     Status,
     /// List the members (`line_protocol::members`).
     Members,
+    /// Move leadership to member `to`.
+    TransferLeader {
+        to: u16,
+    },
     Help,
     Quit,
 }
@@ -130,10 +135,11 @@ pub const USAGE_PUT: &str = "PUT <key> <value>";
 pub const USAGE_GET: &str = "GET <key>";
 pub const USAGE_DEL: &str = "DEL <key>";
 pub const USAGE_CAS: &str = "CAS <key> <revision> <value>";
+pub const USAGE_LEADER: &str = "LEADER TRANSFER <member id>";
 
 /// The one-line reply to `HELP`.
 pub const HELP_TEXT: &str = "commands: PUT <key> <value> | GET <key> | DEL <key> | \
-CAS <key> <revision> <value> (revision 0: create only) | PING | STATUS | MEMBERS | HELP | QUIT";
+CAS <key> <revision> <value> (revision 0: create only) | PING | STATUS | MEMBERS | LEADER TRANSFER <member id> | HELP | QUIT";
 
 /// Splits at the first space: (before, Some(after)) or (all, None).
 fn split_space(bytes: &[u8]) -> (&[u8], Option<&[u8]>) {
@@ -209,6 +215,18 @@ pub fn parse_request(line: &[u8]) -> Result<Request, ParseError> {
                 value: value(v)?,
             })
         }
+        "LEADER" => {
+            let (sub, id) = split_space(args.ok_or(ParseError::Usage(USAGE_LEADER))?);
+            if !sub.eq_ignore_ascii_case(b"TRANSFER") {
+                return Err(ParseError::Usage(USAGE_LEADER));
+            }
+            let id = id.ok_or(ParseError::Usage(USAGE_LEADER))?;
+            let to = std::str::from_utf8(id)
+                .ok()
+                .and_then(|t| t.parse::<u16>().ok())
+                .ok_or(ParseError::Usage(USAGE_LEADER))?;
+            Ok(Request::TransferLeader { to })
+        }
         "PING" | "STATUS" | "MEMBERS" | "HELP" | "QUIT" => {
             if args.is_some() {
                 return Err(ParseError::Usage(match upper.as_str() {
@@ -267,6 +285,9 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
         Request::Ping => out.extend_from_slice(b"PING"),
         Request::Status => out.extend_from_slice(b"STATUS"),
         Request::Members => out.extend_from_slice(b"MEMBERS"),
+        Request::TransferLeader { to } => {
+            out.extend_from_slice(format!("LEADER TRANSFER {to}").as_bytes())
+        }
         Request::Help => out.extend_from_slice(b"HELP"),
         Request::Quit => out.extend_from_slice(b"QUIT"),
     }
@@ -398,6 +419,7 @@ mod tests {
             Just(Request::Ping),
             Just(Request::Status),
             Just(Request::Members),
+            any::<u16>().prop_map(|to| Request::TransferLeader { to }),
             Just(Request::Help),
             Just(Request::Quit),
         ]

@@ -32,7 +32,7 @@ use crate::paxos::idhash::IdHashBuilder;
 use crate::paxos::types::{Command, CommandId, Entry, NodeId, Op, Outcome, Slot, Value};
 use crate::paxos::{
     Config as CoreConfig, PersistIndex, ProposeError, ReadId, Ready, Record, Recovered, Replica,
-    Role,
+    Role, TransferError,
 };
 use crate::server::{Consistency, NodeStatus, StoreError};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -211,6 +211,13 @@ struct PendingRead {
     reply: oneshot::Sender<Result<Option<Entry>, StoreError>>,
 }
 
+/// A leadership transfer waiting to see its target lead.
+struct PendingTransfer {
+    to: NodeId,
+    deadline_ms: u64,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
 /// A peer's snapshot, checked and decoded, waiting for (or being given) its durable write.
 struct PeerSnapshot {
     slot: Slot,
@@ -233,6 +240,8 @@ pub struct Driver {
     waiting_writes: VecDeque<WaitingWrite>,
     pending_writes: HashMap<CommandId, PendingWrite, IdHashBuilder>,
     pending_reads: HashMap<ReadId, PendingRead>,
+    /// Leadership transfers asked for, answered once this node sees the target lead.
+    pending_transfers: Vec<PendingTransfer>,
     /// Low bits of the next command id's `seq` (the boot counter fills the high bits).
     next_command: u64,
     /// The next read id: the boot counter in the high bits, as in command ids.
@@ -301,6 +310,7 @@ impl Driver {
             waiting_writes: VecDeque::new(),
             pending_writes: HashMap::default(),
             pending_reads: HashMap::new(),
+            pending_transfers: Vec::new(),
             next_command: 0,
             // Read ids are unique across boots, as command ids are: a peer's late answer to a
             // read of the previous boot must not release a new read that reused its id (the
@@ -372,10 +382,16 @@ impl Driver {
             match request {
                 Request::Write { reply, .. } => drop(reply.send(Err(error))),
                 Request::Read { reply, .. } => drop(reply.send(Err(error))),
+                // Moving leadership away from a node whose disk is full is what helps.
+                transfer @ Request::TransferLeadership { .. } => self.transfer(transfer),
             }
             return None;
         }
         match request {
+            transfer @ Request::TransferLeadership { .. } => {
+                self.transfer(transfer);
+                None
+            }
             Request::Write { op, reply } => {
                 let id = CommandId::new(self.config.node, self.config.boot, self.next_command);
                 self.next_command += 1;
@@ -413,6 +429,56 @@ impl Driver {
                 );
                 self.replica.read(id);
                 None
+            }
+        }
+    }
+
+    fn transfer(&mut self, request: Request) {
+        let Request::TransferLeadership { to, reply } = request else {
+            return;
+        };
+        if self.replica.status().leader == Some(to) {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        match self.replica.transfer_leadership(to) {
+            Ok(()) => self.pending_transfers.push(PendingTransfer {
+                to,
+                deadline_ms: self.now_ms + self.config.request_timeout_ms,
+                reply,
+            }),
+            Err(e @ TransferError::NoLeader) => {
+                let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+            }
+            Err(e @ TransferError::NotAVoter(_)) => {
+                let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+            }
+        }
+    }
+
+    /// Answers the transfers whose target now leads, and those past their deadline.
+    fn settle_transfers(&mut self) {
+        if self.pending_transfers.is_empty() {
+            return;
+        }
+        let leader = self.replica.status().leader;
+        let now = self.now_ms;
+        let timeout_ms = self.config.request_timeout_ms;
+        for t in std::mem::take(&mut self.pending_transfers) {
+            if leader == Some(t.to) {
+                let _ = t.reply.send(Ok(()));
+            } else if t.deadline_ms <= now || t.reply.is_closed() {
+                let still = leader.map_or_else(
+                    || "no leader is known".to_string(),
+                    |l| format!("member {} still leads", l.0),
+                );
+                let _ = t.reply.send(Err(StoreError::Unavailable(format!(
+                    "leadership did not move to member {} within {timeout_ms} ms ({still}); it may \
+                     be down or far behind: check `consens member list` and try again",
+                    t.to.0
+                ))));
+            } else {
+                self.pending_transfers.push(t);
             }
         }
     }
@@ -487,6 +553,9 @@ impl Driver {
         for (_, r) in self.pending_reads.drain() {
             let _ = r.reply.send(Err(StoreError::ShuttingDown));
         }
+        for t in self.pending_transfers.drain(..) {
+            let _ = t.reply.send(Err(StoreError::ShuttingDown));
+        }
     }
 
     // ----------------------------------------------------------------- outputs
@@ -523,7 +592,10 @@ impl Driver {
 
     /// Client requests this node still owes an answer.
     pub fn requests_pending(&self) -> usize {
-        self.waiting_writes.len() + self.pending_writes.len() + self.pending_reads.len()
+        self.waiting_writes.len()
+            + self.pending_writes.len()
+            + self.pending_reads.len()
+            + self.pending_transfers.len()
     }
 
     // ------------------------------------------------------------------- inside
@@ -563,6 +635,7 @@ impl Driver {
             }
         }
         self.publish_status_on_role_change();
+        self.settle_transfers();
     }
 
     fn answer_reads(&mut self, reads_ready: Vec<ReadId>) {

@@ -6,7 +6,7 @@
 //! time), because only the loop knows which of the two happened.
 
 use crate::metrics::Metrics;
-use crate::paxos::types::{Entry, Op, Outcome};
+use crate::paxos::types::{Entry, NodeId, Op, Outcome};
 use crate::server::{Consistency, NodeStatus, Store, StoreError};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +24,11 @@ pub enum Request {
         key: Bytes,
         consistency: Consistency,
         reply: oneshot::Sender<Result<Option<Entry>, StoreError>>,
+    },
+    /// Move leadership to member `to`; answered once this node sees `to` lead.
+    TransferLeadership {
+        to: NodeId,
+        reply: oneshot::Sender<Result<(), StoreError>>,
     },
 }
 
@@ -122,6 +127,18 @@ impl Store for NodeHandle {
         self.metrics
             .request(kind, outcome, started.elapsed().as_secs_f64());
         result
+    }
+
+    async fn transfer_leadership(&self, to: u16) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::TransferLeadership {
+                to: NodeId(to),
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        answer.await.unwrap_or(Err(StoreError::ShuttingDown))
     }
 
     fn status(&self) -> NodeStatus {

@@ -43,6 +43,9 @@ pub struct Config {
     pub queue_commands_max: usize,
     /// No message is built larger than this (postcard bytes, bounded from above).
     pub message_bytes_max: usize,
+    /// A leader preparing a handover (`Replica::transfer_leadership`) gives up if the target has
+    /// not reported caught up within this long.
+    pub transfer_timeout_ticks: u64,
     /// Decided values kept in memory below the snapshot point, so that a peer that is only a
     /// little behind catches up from the log instead of needing a whole snapshot.
     pub log_retain_slots: u64,
@@ -66,6 +69,7 @@ impl Config {
             queue_commands_max: 200_000,
             message_bytes_max: MESSAGE_BYTES_MAX_DEFAULT,
             log_retain_slots: 10_000,
+            transfer_timeout_ticks: 100,
         }
     }
 

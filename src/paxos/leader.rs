@@ -7,6 +7,7 @@
 //! one to the highest any acceptor reported, the decided value if one was reported, else the
 //! value accepted at the highest ballot, else a no-op; then it proposes new commands.
 
+use crate::paxos::handover::Transfer;
 use crate::paxos::idhash::IdHashBuilder;
 use crate::paxos::message::{Message, SlotState, MESSAGE_FIXED_BYTES_MAX};
 use crate::paxos::quorum::MemberSet;
@@ -58,6 +59,8 @@ pub(crate) struct Leadership {
     pub(crate) recovered_upto: Slot,
     /// When the next heartbeat goes out.
     pub(crate) heartbeat_at: u64,
+    /// A handover being prepared: no new commands enter the window meanwhile.
+    pub(crate) transfer: Option<Transfer>,
 }
 
 /// A leader's view of one voter.
@@ -110,7 +113,10 @@ impl Replica {
                     }
                 }
             }
-            RoleState::Leader(_) => self.tick_leader(),
+            RoleState::Leader(_) => {
+                self.tick_leader();
+                self.tick_transfer();
+            }
         }
     }
 
@@ -327,6 +333,7 @@ impl Replica {
             queued,
             recovered_upto: last,
             heartbeat_at: now,
+            transfer: None,
         });
         self.leader_changed();
     }
@@ -364,7 +371,7 @@ impl Replica {
         let RoleState::Leader(leadership) = &mut self.role else {
             return;
         };
-        while leadership.next_slot() <= decided_upto + window {
+        while leadership.transfer.is_none() && leadership.next_slot() <= decided_upto + window {
             let Some(command) = leadership.queue.pop_front() else {
                 break;
             };
@@ -555,6 +562,7 @@ impl Replica {
         follower.heard_at = now;
         follower.decided = follower.decided.max(decided);
         self.read_round_acked(from, read_round);
+        self.try_handover();
     }
 
     /// Sends a heartbeat of `ballot` with our decided prefix to every peer not in `skip`.

@@ -7,7 +7,7 @@
 //! the side that needs them. Every handler is idempotent, so duplicates are harmless, and every
 //! request that needs an answer is retransmitted on a tick timer by its sender.
 
-use crate::paxos::types::{Ballot, Command, Slot, Value};
+use crate::paxos::types::{Ballot, Command, NodeId, Slot, Value};
 use serde::{Deserialize, Serialize};
 
 /// What an acceptor knows of one slot, as reported in a promise or join reply.
@@ -102,6 +102,11 @@ pub enum Message {
         more: bool,
         entries: Vec<(Slot, SlotState)>,
     },
+    /// A member passes an operator's request to move leadership to `to` to the leader.
+    TransferLeadership { to: NodeId },
+    /// The leader of `ballot` hands leadership to `to`: `to` campaigns at once, and the others
+    /// stop deferring to the sender so that they promise to `to` (`handover.rs`).
+    Handover { ballot: Ballot, to: NodeId },
 }
 
 /// Encoded size of the fixed part of any message (tags, ballots, slot numbers, lengths).

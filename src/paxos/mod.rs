@@ -10,6 +10,7 @@
 //! - [`Replica::propose`]: a client command (put, delete, compare-and-swap), with a unique id;
 //! - [`Replica::read`]: a linearizable read;
 //! - [`Replica::durable`]: the first N records handed out are durable;
+//! - [`Replica::transfer_leadership`]: an operator asks for leadership to move to a voter;
 //! - [`Replica::snapshot_taken`] / [`Replica::snapshot_installed`]: the state machine's
 //!   snapshot covers a prefix of the log.
 //!
@@ -46,11 +47,13 @@
 //! # Layout
 //! `types` (shared vocabulary), `message` (what travels), `storage` (records, recovered state),
 //! `config`, `ready` (outputs, status), `replica` (state and plumbing), `acceptor`, `leader`,
-//! `learner`, `reads`, `join`, `membership` (who votes), `quorum`, `rng`. The protocol as built is described in
+//! `learner`, `reads`, `join`, `handover` (leadership transfer), `membership` (who votes),
+//! `quorum`, `rng`. The protocol as built is described in
 //! `docs/paxos.md`.
 
 mod acceptor;
 pub mod config;
+mod handover;
 pub(crate) mod idhash;
 mod join;
 mod leader;
@@ -66,6 +69,7 @@ pub mod storage;
 pub mod types;
 
 pub use config::Config;
+pub use handover::TransferError;
 pub use membership::{Membership, MembershipError, VOTERS_MAX};
 pub use message::{Message, SlotState};
 pub use ready::{FollowerStatus, ReadId, Ready, ReplicaStatus, Role};

@@ -447,6 +447,8 @@ impl Replica {
                 more,
                 entries,
             } => self.on_join_info(from, voter, promised, log_start, slot, upto, more, entries),
+            Message::TransferLeadership { to } => self.on_transfer_leadership(to),
+            Message::Handover { ballot, to } => self.on_handover(from, ballot, to),
         }
     }
 

@@ -2,7 +2,9 @@
 //! restarts and the safe join. The hostile-network simulator is `tests/simulation.rs`.
 
 use crate::paxos::types::{Command, CommandId, NodeId, Op, Slot, Value};
-use crate::paxos::{Config, Membership, Message, Ready, Record, Recovered, Replica, Role};
+use crate::paxos::{
+    Config, Membership, Message, Ready, Record, Recovered, Replica, Role, TransferError,
+};
 use bytes::Bytes;
 use std::collections::VecDeque;
 
@@ -220,6 +222,68 @@ fn members_with_sparse_ids_elect_decide_lose_a_disk_and_rejoin() {
         .expect("proposed");
     c.ticks(10);
     assert_eq!(commands(&c.applied[new]).len(), 31);
+}
+
+#[test]
+fn leadership_moves_to_the_named_voter_without_losing_a_decision() {
+    let mut c = Cluster::new(3);
+    c.ticks(100);
+    let old = c.leader().expect("a leader");
+    for seq in 0..10 {
+        c.nodes[old]
+            .propose(put(old as u16, seq, "k"))
+            .expect("proposed");
+    }
+    let target = (old + 1) % 3;
+    let via = (old + 2) % 3;
+    // A follower passes the request on to the leader.
+    c.nodes[via]
+        .transfer_leadership(NodeId(target as u16))
+        .expect("passed on");
+    c.ticks(20);
+    assert_eq!(c.leader(), Some(target), "the named voter leads");
+    let leaders = (0..3)
+        .filter(|&i| c.nodes[i].status().role == Role::Leader)
+        .count();
+    assert_eq!(leaders, 1);
+    for seq in 10..15 {
+        c.nodes[old]
+            .propose(put(old as u16, seq, "k"))
+            .expect("proposed");
+    }
+    c.ticks(20);
+    for i in 0..3 {
+        assert_eq!(commands(&c.applied[i]).len(), 15, "node {i}");
+        assert_eq!(c.applied[i], c.applied[target], "node {i}");
+    }
+    assert_eq!(
+        c.nodes[0].transfer_leadership(NodeId(9)),
+        Err(TransferError::NotAVoter(NodeId(9)))
+    );
+}
+
+#[test]
+fn a_handover_to_a_member_that_is_down_is_given_up_and_the_leader_resumes() {
+    let mut c = Cluster::new(3);
+    c.ticks(100);
+    let old = c.leader().expect("a leader");
+    let target = (old + 1) % 3;
+    c.up[target] = false;
+    c.nodes[old]
+        .transfer_leadership(NodeId(target as u16))
+        .expect("started");
+    c.nodes[old]
+        .propose(put(old as u16, 1, "k"))
+        .expect("proposed");
+    c.ticks(20);
+    assert!(
+        commands(&c.applied[old]).is_empty(),
+        "no new command enters the window while a handover waits"
+    );
+    let timeout = Config::new(NodeId(0), voters(1)).transfer_timeout_ticks as usize;
+    c.ticks(timeout + 30);
+    assert_eq!(c.leader(), Some(old), "the leader gave up and stayed");
+    assert_eq!(commands(&c.applied[old]).len(), 1, "and resumed proposing");
 }
 
 #[test]

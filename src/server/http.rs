@@ -10,6 +10,8 @@
 //! | `DELETE /{key}`                    | 204                              | 404                      |
 //! | `GET /_status`                     | 200 JSON [`NodeStatus`]          |                          |
 //! | `GET /_members`                    | 200 JSON [`MemberList`]          |                          |
+//! | `GET /_leader`                     | 200 `{"leader": <id or null>}`   |                          |
+//! | `POST /_leader` body `{"id": N}`   | 200 `{"leader": N}` once N leads | 400 not a voter, 503     |
 //! | `GET /_health`                     | 200 `ok`                         | 503 `no quorum`          |
 //!
 //! **Keys.** The key is the whole path after the first `/`, percent-decoded to raw bytes (so
@@ -41,8 +43,8 @@ use percent_encoding::percent_decode_str;
 use crate::line_protocol::MemberList;
 use crate::paxos::types::{Op, Outcome, Revision};
 use crate::server::{
-    validate_key, Consistency, KeyError, NodeStatus, Store, StoreError, KEY_RESERVED_PREFIX,
-    VALUE_BYTES_MAX,
+    check_transfer_target, validate_key, Consistency, KeyError, NodeStatus, Store, StoreError,
+    KEY_RESERVED_PREFIX, VALUE_BYTES_MAX,
 };
 use axum::serve::ListenerExt;
 
@@ -52,6 +54,10 @@ const RETRY_AFTER_SECS: u64 = 1;
 const KEY_METHODS: &str = "GET, HEAD, PUT, DELETE";
 /// The methods an endpoint accepts, for 405 replies.
 const ENDPOINT_METHODS: &str = "GET, HEAD";
+/// The methods `/_leader` accepts, for 405 replies.
+const LEADER_METHODS: &str = "GET, HEAD, POST";
+/// The largest body `POST /_leader` reads (`{"id": N}` needs a dozen bytes).
+const LEADER_BODY_BYTES_MAX: usize = 1024;
 
 /// Serves the HTTP API on `listener` until `shutdown` completes; in-flight requests finish first.
 pub async fn serve_http<S: Store>(
@@ -143,6 +149,9 @@ async fn dispatch<S: Store>(
     let path = uri.path();
     let raw = path.strip_prefix('/').unwrap_or(path);
     let key: Vec<u8> = percent_decode_str(raw).collect();
+    if key == b"_leader" {
+        return leader(&store, &method, body).await;
+    }
     if key.first() == Some(&KEY_RESERVED_PREFIX) {
         return endpoint(&store, &method, &key);
     }
@@ -185,9 +194,48 @@ fn endpoint<S: Store>(store: &S, method: &Method, name: &[u8]) -> Response {
         b"_health" => text(StatusCode::SERVICE_UNAVAILABLE, "no quorum"),
         _ if readable => text(
             StatusCode::NOT_FOUND,
-            "not found: paths starting with /_ are reserved (endpoints: /_status, /_members, /_health, /_metrics)",
+            "not found: paths starting with /_ are reserved (endpoints: /_status, /_members, /_leader, /_health, /_metrics)",
         ),
         _ => text(StatusCode::BAD_REQUEST, KeyError::Reserved),
+    }
+}
+
+/// The body of `POST /_leader`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaderTransfer {
+    id: u16,
+}
+
+/// `GET /_leader`: who leads, as this node sees it. `POST /_leader` with `{"id": N}`: move
+/// leadership to member N and answer once this node sees N lead (etcd's `move-leader`).
+async fn leader<S: Store>(store: &S, method: &Method, body: Body) -> Response {
+    let leader_json = |id: Option<u16>| Json(serde_json::json!({ "leader": id })).into_response();
+    match *method {
+        Method::GET | Method::HEAD => leader_json(store.status().leader_id),
+        Method::POST => {
+            let bytes = match axum::body::to_bytes(body, LEADER_BODY_BYTES_MAX).await {
+                Ok(bytes) => bytes,
+                Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad request: {e}")),
+            };
+            let request: LeaderTransfer = match serde_json::from_slice(&bytes) {
+                Ok(request) => request,
+                Err(e) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!("bad request: the body must be JSON like {{\"id\": 2}} ({e})"),
+                    )
+                }
+            };
+            if let Err(why) = check_transfer_target(&store.status(), request.id) {
+                return text(StatusCode::BAD_REQUEST, format!("bad request: {why}"));
+            }
+            match store.transfer_leadership(request.id).await {
+                Ok(()) => leader_json(Some(request.id)),
+                Err(error) => store_error(error),
+            }
+        }
+        _ => method_not_allowed(LEADER_METHODS),
     }
 }
 

@@ -39,7 +39,7 @@ use crate::line_protocol::{
     Status,
 };
 use crate::paxos::types::{Op, Outcome};
-use crate::server::{Consistency, Store, KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::server::{check_transfer_target, Consistency, Store, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// Default cap on simultaneous connections (each costs a task and up to two line buffers).
 pub const CONNECTIONS_MAX: usize = 1024;
@@ -297,6 +297,18 @@ impl<S: Store> Connection<S> {
             Request::Members => {
                 let members = MemberList::of_node(&self.store.status());
                 ready(Reply::Text(Bytes::from(members.encode())))
+            }
+            Request::TransferLeader { to } => {
+                if let Err(why) = check_transfer_target(&self.store.status(), to) {
+                    return ready(error_reply(ErrorReply::new(ErrorKind::BadRequest, why)));
+                }
+                let store = self.store.clone();
+                Box::pin(async move {
+                    match store.transfer_leadership(to).await {
+                        Ok(()) => Reply::Ok(None),
+                        Err(e) => error_reply(&e),
+                    }
+                })
             }
             Request::Get { key } => {
                 let store = self.store.clone();

@@ -157,6 +157,9 @@ pub trait Store: Clone + Send + Sync + 'static {
         key: Bytes,
         consistency: Consistency,
     ) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send;
+    /// Moves leadership to member `to` (a voter, checked with [`check_transfer_target`]) and
+    /// waits until this node sees it lead.
+    fn transfer_leadership(&self, to: u16) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// The node's current state, for humans.
     fn status(&self) -> NodeStatus;
     /// Whether the node can reach a quorum (and so serve writes and linearizable reads).
@@ -165,6 +168,23 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn metrics_text(&self) -> Option<String> {
         None
     }
+}
+
+/// Whether `id` names a voter of the cluster `status` describes; the error says which members
+/// there are and where to see them.
+pub fn check_transfer_target(status: &NodeStatus, id: u16) -> Result<(), String> {
+    let voter = status
+        .members
+        .iter()
+        .any(|m| m.id == id && m.role == MEMBER_ROLE_VOTER);
+    if voter {
+        return Ok(());
+    }
+    let ids: Vec<String> = status.members.iter().map(|m| m.id.to_string()).collect();
+    Err(format!(
+        "member {id} is not a voter of this cluster (voters: {}); `consens member list` shows them",
+        ids.join(", ")
+    ))
 }
 
 /// Why a key is refused. The `Display` text is "invalid key: " and the [`KeyError::detail`].

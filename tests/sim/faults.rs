@@ -1,6 +1,7 @@
 //! The fault schedule of the chaos phases: changing network conditions, partitions (an isolated
 //! leader, a minority/majority split), crashes of one node, of the leader, or of all nodes at
-//! once, and disk loss on at most a minority of nodes at a time. It only decides; the
+//! once, disk loss on at most a minority of nodes at a time, and operators asking any node to
+//! move leadership to any member (up or down, caught up or not). It only decides; the
 //! simulation (`mod.rs`) carries the faults out.
 
 use super::network::Conditions;
@@ -26,6 +27,8 @@ pub const DOWN_TICKS_MIN: u64 = 1;
 pub const DOWN_TICKS_MAX: u64 = 250;
 /// Chance that a single-node crash also loses the disk (when a minority allows it), in thousandths.
 pub const DISK_LOSS_PER_MILLE: u64 = 300;
+/// Chance per tick that a leadership transfer is asked for, in thousandths.
+pub const TRANSFER_PER_MILLE: u64 = 4;
 
 /// A fault to carry out now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +60,11 @@ pub enum Fault {
     },
     CrashAll {
         until: u64,
+    },
+    /// Node `via` is asked to move leadership to node `to`.
+    TransferLeader {
+        via: usize,
+        to: usize,
     },
 }
 
@@ -132,6 +140,12 @@ impl Schedule {
                 },
                 6..=8 => Fault::CrashLeader { until },
                 _ => Fault::CrashAll { until },
+            });
+        }
+        if rng.chance(TRANSFER_PER_MILLE) {
+            faults.push(Fault::TransferLeader {
+                via: rng.index(members),
+                to: rng.index(members),
             });
         }
         faults

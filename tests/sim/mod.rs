@@ -19,6 +19,7 @@ pub mod rng;
 use checks::Checker;
 use client::Clients;
 use consens::internals::node::driver::{Observed, PlantedBug};
+use consens::internals::node::handle::Request;
 use consens::internals::paxos::types::{NodeId, Value};
 use consens::internals::paxos::{Config, Membership, Role};
 use faults::{Fault, Schedule};
@@ -338,6 +339,18 @@ impl Simulation {
                     for i in 0..n {
                         self.crash(i, false, until);
                     }
+                }
+                Fault::TransferLeader { via, to } => {
+                    self.faults += 1;
+                    self.trace
+                        .push(format!("t{} transfer to n{to} asked of n{via}", self.now));
+                    // The answer only says whether `via` saw `to` lead in time; the checks judge
+                    // what the transfer did to the cluster.
+                    let (reply, _answer) = tokio::sync::oneshot::channel();
+                    self.nodes[via].request(Request::TransferLeadership {
+                        to: NodeId(to as u16),
+                        reply,
+                    });
                 }
             }
         }
