@@ -25,7 +25,7 @@ use support::nemesis::Nemesis;
 /// The seed CI runs when none is given.
 const SEED_DEFAULT: u64 = 6;
 /// CI's run lengths per cluster size.
-const SECONDS_DEFAULT_3: u64 = 28;
+const SECONDS_DEFAULT_3: u64 = 32;
 const SECONDS_DEFAULT_5: u64 = 20;
 /// One nemesis phase: the fault holds this long, then everything is healed for the second part.
 const FAULT_MS: u64 = 2_000;

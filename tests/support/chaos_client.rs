@@ -249,6 +249,15 @@ pub fn run_client(
 
 /// The role a node reports on `/_status` ("leader", "follower", …), if it answers quickly.
 pub fn role(port: u16) -> Option<String> {
+    status_field(port, "role")?.as_str().map(str::to_string)
+}
+
+/// The member id a node reports on `/_status`, if it answers quickly.
+pub fn member_id(port: u16) -> Option<u64> {
+    status_field(port, "node_id")?.as_u64()
+}
+
+fn status_field(port: u16, field: &str) -> Option<serde_json::Value> {
     let response = ureq::AgentBuilder::new()
         .timeout(Duration::from_millis(500))
         .build()
@@ -256,5 +265,21 @@ pub fn role(port: u16) -> Option<String> {
         .call()
         .ok()?;
     let status: serde_json::Value = serde_json::from_str(&response.into_string().ok()?).ok()?;
-    status.get("role")?.as_str().map(str::to_string)
+    status.get(field).cloned()
+}
+
+/// Asks the node on `port` to move leadership to member `id` (`POST /_leader`); the HTTP status,
+/// or `None` if it did not answer in time.
+pub fn transfer_leader(port: u16, id: u64) -> Option<u16> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(3))
+        .build();
+    match agent
+        .post(&format!("http://127.0.0.1:{port}/_leader"))
+        .send_string(&format!("{{\"id\": {id}}}"))
+    {
+        Ok(response) => Some(response.status()),
+        Err(ureq::Error::Status(code, _)) => Some(code),
+        Err(_) => None,
+    }
 }

@@ -1,7 +1,7 @@
 //! The nemesis of the chaos runs: it rotates through the faults of issue 6 — partitions
 //! (majority/minority, an isolated leader), kill -9 (one node, the leader, a majority, all),
-//! SIGSTOP pauses, a lossy network (drop, duplicate, delay, reorder) — each followed by healing
-//! and restarts. Targets are picked with a seeded generator; the seed fixes the schedule (the
+//! SIGSTOP pauses, a lossy network (drop, duplicate, delay, reorder), and an operator moving
+//! leadership to a random member — each followed by healing and restarts. Targets are picked with a seeded generator; the seed fixes the schedule (the
 //! processes' own timing is the operating system's).
 
 #![allow(dead_code)]
@@ -11,8 +11,9 @@ use super::chaos_proxy::SplitMix;
 use std::collections::BTreeMap;
 
 /// The faults, in rotation order.
-pub const FAULTS: [&str; 8] = [
+pub const FAULTS: [&str; 9] = [
     "partition-minority",
+    "transfer-leader",
     "isolate-leader",
     "kill-one",
     "kill-leader",
@@ -88,6 +89,17 @@ impl Nemesis {
                 let rest: Vec<usize> = (0..n).filter(|i| !minority.contains(i)).collect();
                 cluster.proxy.partition(&minority, &rest);
                 format!("minority {minority:?} cut off from {rest:?}")
+            }
+            "transfer-leader" => {
+                let (via, to) = (self.pick(n), self.pick(n));
+                let ports = cluster.http_ports();
+                match super::chaos_client::member_id(ports[to]) {
+                    Some(id) => {
+                        let answer = super::chaos_client::transfer_leader(ports[via], id);
+                        format!("node {via} asked to move leadership to node {to} (member {id}): {answer:?}")
+                    }
+                    None => format!("node {to} did not say its id; no transfer"),
+                }
             }
             "isolate-leader" => {
                 let leader = cluster.leader().unwrap_or_else(|| self.pick(n));
