@@ -358,6 +358,11 @@ mod tests {
         );
         assert_eq!(parse_request(b"ping"), Ok(Request::Ping));
         assert_eq!(parse_request(b"STATUS"), Ok(Request::Status));
+        assert_eq!(parse_request(b"members"), Ok(Request::Members));
+        assert_eq!(
+            parse_request(b"leader transfer 7"),
+            Ok(Request::TransferLeader { to: 7 })
+        );
         assert_eq!(parse_request(b"HELP"), Ok(Request::Help));
         assert_eq!(parse_request(b"quit"), Ok(Request::Quit));
     }
@@ -370,6 +375,17 @@ mod tests {
         assert_eq!(err(b"PUT k"), "usage: PUT <key> <value>");
         assert_eq!(err(b"PUT"), "usage: PUT <key> <value>");
         assert_eq!(err(b"GET"), "usage: GET <key>");
+        for line in [
+            &b"LEADER"[..],
+            b"LEADER TRANSFER",
+            b"LEADER MOVE 1",
+            b"LEADER TRANSFER x",
+            b"LEADER TRANSFER 70000",
+            b"LEADER TRANSFER 1 2",
+        ] {
+            assert_eq!(err(line), "usage: LEADER TRANSFER <member id>", "{line:?}");
+        }
+        assert_eq!(err(b"MEMBERS all"), "usage: MEMBERS");
         assert_eq!(err(b"GET a b"), "usage: GET <key>");
         assert_eq!(err(b"CAS k 1"), "usage: CAS <key> <revision> <value>");
         assert_eq!(err(b"CAS k x v"), "bad revision: expected a decimal number");

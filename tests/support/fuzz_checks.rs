@@ -212,6 +212,17 @@ pub fn seed_wires() -> Vec<(&'static str, Wire)> {
         ),
         ("join_query", paxos(Message::JoinQuery { from: 1 })),
         (
+            "transfer_leadership",
+            paxos(Message::TransferLeadership { to: NodeId(2) }),
+        ),
+        (
+            "handover",
+            paxos(Message::Handover {
+                ballot: b,
+                to: NodeId(1),
+            }),
+        ),
+        (
             "join_info",
             paxos(Message::JoinInfo {
                 voter: true,
@@ -376,7 +387,7 @@ pub fn check_line(line: &[u8]) {
 }
 
 pub fn seed_lines() -> Vec<(String, Vec<u8>)> {
-    let lines: [(&str, &[u8]); 14] = [
+    let lines: [(&str, &[u8]); 15] = [
         ("put", b"PUT greeting hello world\n"),
         ("get", b"GET greeting\r\n"),
         ("del", b"del greeting\n"),
@@ -391,6 +402,10 @@ pub fn seed_lines() -> Vec<(String, Vec<u8>)> {
         ("usage", b"PUT onlykey\nGET\nPING extra\n"),
         ("utf8_key", "PUT clé/1 valeur\n".as_bytes()),
         ("incomplete", b"PUT k partial"),
+        (
+            "membership",
+            b"MEMBERS\nLEADER TRANSFER 0\nLEADER\nLEADER TRANSFER 99999\n",
+        ),
     ];
     let mut seeds: Vec<(String, Vec<u8>)> = lines
         .iter()
@@ -508,7 +523,7 @@ pub fn http_runtime() -> tokio::runtime::Runtime {
 }
 
 pub fn seed_http() -> Vec<(String, Vec<u8>)> {
-    let requests: [(&str, &str); 16] = [
+    let requests: [(&str, &str); 20] = [
         (
             "put",
             "PUT /mykey HTTP/1.1\r\nContent-Length: 6\r\n\r\nmydata",
@@ -542,6 +557,16 @@ pub fn seed_http() -> Vec<(String, Vec<u8>)> {
         ("reserved", "PUT /%5Fstatus HTTP/1.1\r\n\r\nv"),
         ("status", "GET /_status HTTP/1.1\r\n\r\n"),
         ("health", "GET /_health HTTP/1.1\r\n\r\n"),
+        ("members", "GET /_members HTTP/1.1\r\n\r\n"),
+        ("leader", "GET /_leader HTTP/1.1\r\n\r\n"),
+        (
+            "leader_transfer",
+            "POST /_leader HTTP/1.1\r\nContent-Length: 9\r\n\r\n{\"id\": 0}",
+        ),
+        (
+            "leader_transfer_bad",
+            "POST /_leader HTTP/1.1\r\nContent-Length: 11\r\n\r\n{\"id\": 777}",
+        ),
         ("bad_method", "PATCH /k HTTP/1.1\r\n\r\n"),
     ];
     let mut seeds: Vec<(String, Vec<u8>)> = requests
