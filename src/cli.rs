@@ -72,6 +72,16 @@ pub(crate) enum Command {
     Leader(LeaderCommand),
     /// Drive a running cluster with load and report throughput, latency and errors.
     Bench(BenchArgs),
+    /// Disaster recovery, when a majority of the members is gone for good: make this stopped
+    /// node's data dir a cluster of one member, itself (`docs/reliability.md`).
+    Recover {
+        /// The data dir of the surviving node (it must not be running).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Required: writes the lost members decided without this node are lost for good.
+        #[arg(long)]
+        force_new_cluster: bool,
+    },
 }
 
 /// `consens member ...`: the cluster's membership.
@@ -152,6 +162,51 @@ pub fn main() -> ExitCode {
             crate::client::commands::run(ClientCommand::LeaderTransfer { to: id }, &node)
         }
         Command::Bench(args) => crate::bench::run(&args),
+        Command::Recover {
+            data_dir,
+            force_new_cluster,
+        } => recover(&data_dir, force_new_cluster),
+    }
+}
+
+fn recover(data_dir: &std::path::Path, force: bool) -> ExitCode {
+    if !force {
+        eprintln!(
+            "consens: recover makes {} a new cluster of one member; writes the other members \
+             decided without it are lost for good. Do it only when a majority is gone for good \
+             (docs/reliability.md), and say so with --force-new-cluster",
+            data_dir.display()
+        );
+        return ExitCode::from(2);
+    }
+    match crate::node::recover::force_new_cluster(data_dir) {
+        Ok(recovery) => {
+            let own = recovery.after.own_addr();
+            let lost: Vec<String> = recovery
+                .before
+                .members
+                .iter()
+                .filter(|m| m.id != recovery.after.node_id)
+                .map(|m| format!("{} at {}", m.id.0, m.addr))
+                .collect();
+            println!(
+                "{} is now a cluster of one member: member {} at {own} (cluster {:016x}); \
+                 removed members: {}. Start it with its usual --port/--advertise and no --cluster.",
+                data_dir.display(),
+                recovery.after.node_id.0,
+                recovery.after.cluster_id,
+                if lost.is_empty() {
+                    "none".to_string()
+                } else {
+                    lost.join(", ")
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("consens: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -627,3 +627,80 @@ fn five_node_cluster_serves_through_every_node() {
         assert!(healthy, "node {} unhealthy: {:?}", node.port, status(node));
     }
 }
+
+/// `consens <args>`: exit code, stdout, stderr.
+fn consens_cli(args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_consens"))
+        .args(args)
+        .output()
+        .expect("run consens");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_survivor_recovered_as_a_new_cluster_serves_what_it_held() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(0);
+    for i in 0..40 {
+        let a = put(&cluster.nodes[i % 3], &format!("kept/{i}"), b"v");
+        assert!(a.status == 200 || a.status == 201, "{a:?}");
+    }
+    // Every write above was acknowledged before the majority "burns down", so a survivor that
+    // applied them all holds them: wait for node 0 to have applied them.
+    let survivor = 0;
+    assert!(wait_until(Duration::from_secs(10), || {
+        (0..40).all(|i| get_stale(&cluster.nodes[survivor], &format!("kept/{i}")).status == 200)
+    }));
+    let data_dir = cluster.nodes[survivor].data_dir.display().to_string();
+
+    // Refused while the node runs, and without the flag.
+    let (code, _, err) = consens_cli(&["recover", "--data-dir", &data_dir, "--force-new-cluster"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("stop it first"), "{err}");
+    for node in &mut cluster.nodes {
+        node.kill9();
+    }
+    let identity_before =
+        std::fs::read_to_string(cluster.nodes[survivor].data_dir.join("identity")).expect("id");
+    let (code, _, err) = consens_cli(&["recover", "--data-dir", &data_dir]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--force-new-cluster"), "{err}");
+    let unchanged =
+        std::fs::read_to_string(cluster.nodes[survivor].data_dir.join("identity")).expect("id");
+    assert_eq!(
+        unchanged, identity_before,
+        "nothing changes without the flag"
+    );
+
+    let (code, out, err) =
+        consens_cli(&["recover", "--data-dir", &data_dir, "--force-new-cluster"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cluster of one member"), "{out}");
+
+    // The survivor starts alone (no --cluster) and serves every write it held, and new ones.
+    let node = &mut cluster.nodes[survivor];
+    if let Some(at) = node.args.iter().position(|a| a == "--cluster") {
+        node.args.drain(at..at + 2);
+    }
+    node.restart();
+    node.wait_http();
+    cluster.wait_ready(survivor);
+    let node = &cluster.nodes[survivor];
+    for i in 0..40 {
+        let a = get(node, &format!("kept/{i}"));
+        assert_eq!(a.status, 200, "kept/{i}: {a:?}");
+    }
+    let a = put(node, "after/recover", b"v");
+    assert!(a.status == 200 || a.status == 201, "{a:?}");
+    let status = status(node).expect("status");
+    assert_eq!(
+        status["members"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+    assert_eq!(status["role"], "leader", "{status}");
+}

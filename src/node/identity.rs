@@ -236,6 +236,23 @@ fn read_optional(path: &Path) -> Result<Option<String>, IdentityError> {
     }
 }
 
+/// The identity recorded in `dir`'s identity file, if there is one.
+pub fn read(dir: &Path) -> Result<Option<Identity>, IdentityError> {
+    let path = dir.join(IDENTITY_FILE_NAME);
+    let Some(text) = read_optional(&path)? else {
+        return Ok(None);
+    };
+    Identity::parse(&text)
+        .map(Some)
+        .map_err(|reason| IdentityError::Corrupt { path, reason })
+}
+
+/// Records `identity` in `dir`, durably (replacing the file in one step).
+pub fn write(dir: &Path, identity: &Identity) -> Result<(), IdentityError> {
+    crate::fs_durable::write_durably(dir, IDENTITY_FILE_NAME, identity.render().as_bytes())
+        .map_err(io_error(&dir.join(IDENTITY_FILE_NAME)))
+}
+
 /// Reads (or, on a first start, records) the identity, migrating an older data dir's `members`
 /// file. `members` (sorted, holding `advertise`) are the flags' member list; they must match the
 /// record.
@@ -244,16 +261,9 @@ pub fn establish(
     members: &[SocketAddr],
     advertise: SocketAddr,
 ) -> Result<(Identity, Established), IdentityError> {
-    let path = dir.join(IDENTITY_FILE_NAME);
     let legacy_path = dir.join(LEGACY_MEMBERS_FILE_NAME);
-    let (identity, established) = match read_optional(&path)? {
-        Some(text) => {
-            let identity = Identity::parse(&text).map_err(|reason| IdentityError::Corrupt {
-                path: path.clone(),
-                reason,
-            })?;
-            (identity, Established::Found)
-        }
+    let (identity, established) = match read(dir)? {
+        Some(identity) => (identity, Established::Found),
         None => match read_optional(&legacy_path)? {
             Some(text) => {
                 let recorded: Result<Vec<SocketAddr>, _> =
@@ -301,8 +311,7 @@ pub fn establish(
         });
     }
     if established != Established::Found {
-        crate::fs_durable::write_durably(dir, IDENTITY_FILE_NAME, identity.render().as_bytes())
-            .map_err(io_error(&path))?;
+        write(dir, &identity)?;
     }
     // The identity file is durable now; the legacy list is only a leftover (also after a crash
     // between the two steps of a migration).

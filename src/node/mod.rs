@@ -15,7 +15,8 @@
 //! driver and carries out its effects), `wal_writer` (the thread that owns the WAL and runs
 //! group commit), `durable` (WAL adapter), `handle` (the servers' `Store`), `transfer`
 //! (snapshot shipping), `identity` (members and boot counter files), `status` (the `/_status`
-//! view), `memory` (memory work kept off the serving threads).
+//! view), `memory` (memory work kept off the serving threads), `recover` (a survivor's data dir
+//! made a one-member cluster).
 
 pub mod driver;
 pub mod durable;
@@ -23,6 +24,7 @@ pub(crate) mod event_loop;
 pub mod handle;
 pub mod identity;
 pub mod memory;
+pub mod recover;
 pub(crate) mod status;
 pub mod transfer;
 pub(crate) mod wal_writer;

@@ -257,7 +257,7 @@ pub const LOCK_WAIT_MS_MAX: u64 = 200;
 /// dies with the process (even on SIGKILL). It waits up to [`LOCK_WAIT_MS_MAX`]: a previous
 /// owner may be exiting, and a child forked by this process shares the descriptor until it
 /// execs, so a lock can outlive the drop of a `Wal` by a moment.
-fn lock_dir(dir: &Path) -> Result<File, WalError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, WalError> {
     use std::os::fd::AsRawFd;
     let path = dir.join("LOCK");
     let file = std::fs::OpenOptions::new()
