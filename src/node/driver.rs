@@ -32,7 +32,7 @@ use crate::paxos::idhash::IdHashBuilder;
 use crate::paxos::types::{Command, CommandId, Entry, NodeId, Op, Outcome, Slot, Value};
 use crate::paxos::{
     Config as CoreConfig, PersistIndex, ProposeError, ReadId, Ready, Record, Recovered, Replica,
-    Role, TransferError,
+    Role,
 };
 use crate::server::{Consistency, NodeStatus, StoreError};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -246,7 +246,7 @@ pub struct Driver {
     next_command: u64,
     /// The next read id: the boot counter in the high bits, as in command ids.
     next_read: ReadId,
-    /// When each member was last heard from (None: never); index = NodeId.
+    /// When each member was last heard from (absent: never).
     last_heard_ms: BTreeMap<NodeId, u64>,
     /// Slot covered by the newest durable snapshot here (own or installed).
     snapshot_slot: Slot,
@@ -383,13 +383,13 @@ impl Driver {
                 Request::Write { reply, .. } => drop(reply.send(Err(error))),
                 Request::Read { reply, .. } => drop(reply.send(Err(error))),
                 // Moving leadership away from a node whose disk is full is what helps.
-                transfer @ Request::TransferLeadership { .. } => self.transfer(transfer),
+                Request::TransferLeadership { to, reply } => self.transfer(to, reply),
             }
             return None;
         }
         match request {
-            transfer @ Request::TransferLeadership { .. } => {
-                self.transfer(transfer);
+            Request::TransferLeadership { to, reply } => {
+                self.transfer(to, reply);
                 None
             }
             Request::Write { op, reply } => {
@@ -433,10 +433,8 @@ impl Driver {
         }
     }
 
-    fn transfer(&mut self, request: Request) {
-        let Request::TransferLeadership { to, reply } = request else {
-            return;
-        };
+    /// Starts moving leadership to `to`; `reply` is answered by `settle_transfers`.
+    fn transfer(&mut self, to: NodeId, reply: oneshot::Sender<Result<(), StoreError>>) {
         if self.replica.status().leader == Some(to) {
             let _ = reply.send(Ok(()));
             return;
@@ -447,10 +445,7 @@ impl Driver {
                 deadline_ms: self.now_ms + self.config.request_timeout_ms,
                 reply,
             }),
-            Err(e @ TransferError::NoLeader) => {
-                let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
-            }
-            Err(e @ TransferError::NotAVoter(_)) => {
+            Err(e) => {
                 let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
             }
         }
