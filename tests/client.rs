@@ -14,11 +14,10 @@
 mod support;
 
 use std::future::Future;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use consens::client::{CasOutcome, Client, ClientError};
-use support::cluster::{wait_until, Cluster};
+use support::cluster::{consens, wait_until, Cluster};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// The longest any test here may run once its cluster is up.
@@ -345,18 +344,6 @@ fn a_write_sent_but_unanswered_is_outcome_unknown_and_a_read_fails_over() {
         assert_eq!(received.await.expect("fake"), vec!["PUT w v".to_string()]);
         assert_eq!(received2.await.expect("fake"), vec!["GET w2".to_string()]);
     });
-}
-
-fn consens(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_consens"))
-        .args(args)
-        .output()
-        .expect("run consens");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -628,19 +628,6 @@ fn five_node_cluster_serves_through_every_node() {
     }
 }
 
-/// `consens <args>`: exit code, stdout, stderr.
-fn consens_cli(args: &[&str]) -> (i32, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_consens"))
-        .args(args)
-        .output()
-        .expect("run consens");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn a_survivor_recovered_as_a_new_cluster_serves_what_it_held() {
     let mut cluster = Cluster::start(3, &[]);
@@ -658,7 +645,7 @@ fn a_survivor_recovered_as_a_new_cluster_serves_what_it_held() {
     let data_dir = cluster.nodes[survivor].data_dir.display().to_string();
 
     // Refused while the node runs, and without the flag.
-    let (code, _, err) = consens_cli(&["recover", "--data-dir", &data_dir, "--force-new-cluster"]);
+    let (code, _, err) = consens(&["recover", "--data-dir", &data_dir, "--force-new-cluster"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("stop it first"), "{err}");
     for node in &mut cluster.nodes {
@@ -666,7 +653,7 @@ fn a_survivor_recovered_as_a_new_cluster_serves_what_it_held() {
     }
     let identity_before =
         std::fs::read_to_string(cluster.nodes[survivor].data_dir.join("identity")).expect("id");
-    let (code, _, err) = consens_cli(&["recover", "--data-dir", &data_dir]);
+    let (code, _, err) = consens(&["recover", "--data-dir", &data_dir]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--force-new-cluster"), "{err}");
     let unchanged =
@@ -676,8 +663,7 @@ fn a_survivor_recovered_as_a_new_cluster_serves_what_it_held() {
         "nothing changes without the flag"
     );
 
-    let (code, out, err) =
-        consens_cli(&["recover", "--data-dir", &data_dir, "--force-new-cluster"]);
+    let (code, out, err) = consens(&["recover", "--data-dir", &data_dir, "--force-new-cluster"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("cluster of one member"), "{out}");
 

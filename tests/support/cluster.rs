@@ -352,6 +352,20 @@ pub fn request(
     })
 }
 
+/// Runs the `consens` binary with `args` (a client subcommand, `recover`, ...) and returns its
+/// exit code, stdout and stderr.
+pub fn consens(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_consens"))
+        .args(args)
+        .output()
+        .expect("run consens");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 pub fn put(node: &Node, key: &str, value: &[u8]) -> Answer {
     request("PUT", node, &format!("/{key}"), &[], Some(value))
 }
