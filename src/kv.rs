@@ -7,6 +7,10 @@
 //! identical snapshot bytes (`docs/architecture.md`). There is no IO, clock or
 //! randomness.
 //!
+//! It also folds membership changes into the [`MemberHistory`] (which membership governs which
+//! slot) and carries it in its snapshots, so that a node that installs one knows the cluster's
+//! members as of that slot; the Paxos core folds the same changes the same way.
+//!
 //! A broken invariant of the caller (applying a slot out of order) is a programmer error and
 //! panics; garbage snapshot bytes are an operating error and return [`KvError`].
 
@@ -16,12 +20,14 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::applied_ids::{AppliedIds, WindowRecord};
+use crate::paxos::member_history::MemberHistory;
 use crate::paxos::types::{CommandId, Entry, Op, Outcome, Revision, Slot, Value};
 
 /// The first byte of every snapshot, bumped whenever the snapshot layout changes.
-/// Version 2 stores applied ids as windows per origin and epoch; version 1 (a list of the last
-/// 2^20 ids) is still read.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+/// Version 3 adds the membership history; version 2 stores applied ids as windows per origin and
+/// epoch; version 1 (a list of the last 2^20 ids) is still read. Versions 1 and 2 predate
+/// membership changes, so the cluster's first membership governs their every slot.
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 3;
 /// The version 1 layout's bound on its list of applied ids.
 const V1_APPLIED_IDS_MAX: usize = 1 << 20;
 
@@ -40,8 +46,10 @@ pub enum KvError {
 }
 
 /// The key-value state after applying slots `1..=applied`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct KvState {
+    /// Which membership governs which slot, folded up to `applied`.
+    members: MemberHistory,
     /// The last slot applied; the next call to [`KvState::apply`] must bring `applied + 1`.
     applied: Slot,
     /// Keys in byte order, so snapshots and scans are deterministic.
@@ -66,6 +74,7 @@ const UNHASHED_KEYS_MAX: usize = 4096;
 impl PartialEq for KvState {
     fn eq(&self, other: &KvState) -> bool {
         self.applied == other.applied
+            && self.members == other.members
             && self.applied_ids == other.applied_ids
             && self.entries.len() == other.entries.len()
             && self
@@ -94,6 +103,7 @@ struct SnapshotRef<'a> {
     applied: Slot,
     entries: EntriesRef<'a>,
     applied_ids: Vec<WindowRecord>,
+    members: &'a MemberHistory,
 }
 
 /// The entries, encoded as a map of key to [`Entry`] (the digests are not part of a snapshot).
@@ -113,6 +123,16 @@ struct SnapshotOwned {
     applied: Slot,
     entries: Vec<(Bytes, Entry)>,
     applied_ids: Vec<WindowRecord>,
+    members: MemberHistory,
+}
+
+/// The version 2 layout: version 3 without the membership history.
+#[derive(Deserialize)]
+struct SnapshotOwnedV2 {
+    version: u8,
+    applied: Slot,
+    entries: Vec<(Bytes, Entry)>,
+    applied_ids: Vec<WindowRecord>,
 }
 
 /// The version 1 layout: the same, with the last applied ids listed oldest first.
@@ -125,9 +145,22 @@ struct SnapshotOwnedV1 {
 }
 
 impl KvState {
-    /// An empty state: nothing applied, no keys.
-    pub fn new() -> KvState {
-        KvState::default()
+    /// An empty state: nothing applied, no keys, and `members` (the cluster's first membership)
+    /// governing slot 1.
+    pub fn new(members: MemberHistory) -> KvState {
+        KvState {
+            members,
+            applied: 0,
+            entries: BTreeMap::new(),
+            applied_ids: AppliedIds::default(),
+            hashed_sum: 0,
+            unhashed: Vec::new(),
+        }
+    }
+
+    /// Which membership governs which slot, as of the applied slot.
+    pub fn members(&self) -> &MemberHistory {
+        &self.members
     }
 
     /// The entry stored under `key`, if any.
@@ -210,6 +243,10 @@ impl KvState {
         );
         self.applied = slot;
         self.applied_ids.on_slot(slot);
+        // Folded before the duplicate check: the core folds every decided value, duplicates
+        // included (a repeated change is refused alike everywhere), and both must agree.
+        let changed = self.members.fold(slot, value);
+        self.members.trim_below(slot + 1);
         let Value::Command(command) = value else {
             return None;
         };
@@ -217,6 +254,14 @@ impl KvState {
             return None;
         }
         let outcome = match &command.op {
+            Op::ChangeMembers(_) => match changed {
+                Some(Ok(added)) => Outcome::MembersChanged {
+                    added,
+                    effective: self.members.pending_start(slot).unwrap_or(slot + 1),
+                },
+                Some(Err(refused)) => Outcome::MembersRefused(refused),
+                None => unreachable!("a membership change always folds to a result"),
+            },
             Op::Put { key, value, expect } => {
                 let current: Revision = self.entries.get(key).map_or(0, |s| s.entry.revision);
                 match expect {
@@ -256,23 +301,60 @@ impl KvState {
             applied: self.applied,
             entries: EntriesRef(&self.entries),
             applied_ids: self.applied_ids.to_records(),
+            members: &self.members,
         };
         // Encoding into a Vec only fails on types serde cannot express; ours are plain data.
         postcard::to_stdvec(&snapshot).expect("a KvState always encodes")
     }
 
-    /// Rebuilds a state from [`KvState::to_snapshot_bytes`] (this version or version 1). Never
-    /// panics: garbage gives an error.
-    pub fn from_snapshot_bytes(bytes: &[u8]) -> Result<KvState, KvError> {
+    /// Rebuilds a state from [`KvState::to_snapshot_bytes`] (this version, 2 or 1; the older
+    /// ones get `first_members`, the cluster's first membership, which governed all their
+    /// slots). Never panics: garbage gives an error.
+    pub fn from_snapshot_bytes(
+        bytes: &[u8],
+        first_members: &MemberHistory,
+    ) -> Result<KvState, KvError> {
         match bytes.first() {
             None => Err(KvError::Malformed("empty snapshot".into())),
             Some(&SNAPSHOT_FORMAT_VERSION) => {
                 let snapshot: SnapshotOwned = decode_whole(bytes)?;
                 debug_assert_eq!(snapshot.version, SNAPSHOT_FORMAT_VERSION);
+                if snapshot.members.folded_upto() != snapshot.applied {
+                    return Err(KvError::Invalid(format!(
+                        "the membership history stops at slot {}, the state at {}",
+                        snapshot.members.folded_upto(),
+                        snapshot.applied
+                    )));
+                }
+                if snapshot.members.delay_slots() != first_members.delay_slots() {
+                    return Err(KvError::Invalid(format!(
+                        "membership changes take effect after {} slots there, {} here",
+                        snapshot.members.delay_slots(),
+                        first_members.delay_slots()
+                    )));
+                }
                 let entries = entries_checked(snapshot.entries, snapshot.applied)?;
                 let applied_ids = AppliedIds::from_records(snapshot.applied_ids, snapshot.applied)
                     .map_err(KvError::Invalid)?;
                 Ok(KvState {
+                    members: snapshot.members,
+                    applied: snapshot.applied,
+                    hashed_sum: 0,
+                    unhashed: entries.keys().cloned().collect(),
+                    entries,
+                    applied_ids,
+                })
+            }
+            Some(2) => {
+                let snapshot: SnapshotOwnedV2 = decode_whole(bytes)?;
+                debug_assert_eq!(snapshot.version, 2);
+                let entries = entries_checked(snapshot.entries, snapshot.applied)?;
+                let applied_ids = AppliedIds::from_records(snapshot.applied_ids, snapshot.applied)
+                    .map_err(KvError::Invalid)?;
+                Ok(KvState {
+                    members: first_members
+                        .clone()
+                        .assume_unchanged_upto(snapshot.applied),
                     applied: snapshot.applied,
                     hashed_sum: 0,
                     unhashed: entries.keys().cloned().collect(),
@@ -291,6 +373,9 @@ impl KvState {
                     )));
                 }
                 Ok(KvState {
+                    members: first_members
+                        .clone()
+                        .assume_unchanged_upto(snapshot.applied),
                     applied: snapshot.applied,
                     hashed_sum: 0,
                     unhashed: entries.keys().cloned().collect(),
@@ -372,6 +457,14 @@ mod tests {
     use crate::paxos::types::{Command, NodeId};
     use proptest::prelude::*;
 
+    /// A three-voter cluster's first membership.
+    fn first() -> MemberHistory {
+        MemberHistory::new(
+            crate::paxos::Membership::first_ids(3).expect("valid"),
+            crate::paxos::MEMBER_CHANGE_DELAY_SLOTS,
+        )
+    }
+
     fn id(seq: u64) -> CommandId {
         CommandId::new(NodeId(1), 0, seq)
     }
@@ -398,7 +491,7 @@ mod tests {
 
     #[test]
     fn the_digest_follows_the_entries_and_survives_a_snapshot() {
-        let mut kv = KvState::new();
+        let mut kv = KvState::new(first());
         assert_eq!(kv.digest(), 0);
         kv.apply(1, &put(1, "a", "x", None));
         let one_key = kv.digest();
@@ -409,9 +502,10 @@ mod tests {
         assert_eq!(kv.digest(), one_key);
         kv.apply(4, &put(4, "a", "x", None));
         assert_ne!(kv.digest(), one_key, "a new revision changes the digest");
-        let mut restored = KvState::from_snapshot_bytes(&kv.to_snapshot_bytes()).expect("decodes");
+        let mut restored =
+            KvState::from_snapshot_bytes(&kv.to_snapshot_bytes(), &first()).expect("decodes");
         assert_eq!(restored.digest(), kv.digest());
-        let mut other = KvState::new();
+        let mut other = KvState::new(first());
         other.apply(1, &put(9, "a", "z", None));
         assert_ne!(other.digest(), one_key, "another value, another digest");
     }
@@ -419,7 +513,7 @@ mod tests {
     #[test]
     fn the_digest_does_not_depend_on_when_it_is_asked_for() {
         // One state asked after every slot, one only at the end, one past the unhashed bound.
-        let (mut eager, mut lazy) = (KvState::new(), KvState::new());
+        let (mut eager, mut lazy) = (KvState::new(first()), KvState::new(first()));
         let ops: Vec<Value> = (1..=200u64)
             .map(|slot| match slot % 7 {
                 0 => del(slot, &format!("k{}", slot % 5)),
@@ -432,9 +526,9 @@ mod tests {
             lazy.apply(slot, op);
         }
         assert_eq!(lazy.digest(), eager.digest());
-        let mut many = KvState::new();
+        let mut many = KvState::new(first());
         let slots = UNHASHED_KEYS_MAX as u64 * 2 + 3;
-        let mut asked = KvState::new();
+        let mut asked = KvState::new(first());
         for slot in 1..=slots {
             let op = put(slot, &format!("k{}", slot % 3000), "v", None);
             many.apply(slot, &op);
@@ -450,7 +544,7 @@ mod tests {
 
     #[test]
     fn put_get_update_delete() {
-        let mut kv = KvState::new();
+        let mut kv = KvState::new(first());
         assert!(kv.is_empty());
         assert_eq!(
             kv.apply(1, &put(1, "a", "x", None)),
@@ -472,7 +566,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_copy_encodes_like_the_state_and_stays_put() {
-        let mut kv = KvState::new();
+        let mut kv = KvState::new(first());
         kv.apply(1, &put(1, "a", "x", None));
         kv.apply(2, &put(2, "b", "y", None));
         kv.apply(3, &del(3, "a"));
@@ -483,14 +577,15 @@ mod tests {
         kv.apply(4, &put(4, "c", "z", None));
         assert_eq!(copy.to_snapshot_bytes(), bytes);
         assert_ne!(kv.to_snapshot_bytes(), bytes);
-        let back = KvState::from_snapshot_bytes(&copy.to_snapshot_bytes()).expect("decodes");
+        let back =
+            KvState::from_snapshot_bytes(&copy.to_snapshot_bytes(), &first()).expect("decodes");
         assert_eq!(back.applied(), 3);
         assert!(back.get(b"b").is_some() && back.get(b"a").is_none());
     }
 
     #[test]
     fn compare_and_swap() {
-        let mut kv = KvState::new();
+        let mut kv = KvState::new(first());
         // Expect absent (0) on an absent key: creates.
         assert_eq!(
             kv.apply(1, &put(1, "k", "v1", Some(0))),
@@ -521,7 +616,7 @@ mod tests {
 
     #[test]
     fn duplicate_command_is_applied_once() {
-        let mut kv = KvState::new();
+        let mut kv = KvState::new(first());
         assert!(kv.apply(1, &put(1, "a", "x", None)).is_some());
         assert!(kv.was_applied(&id(1)));
         // The same command decided again in a later slot changes nothing.
@@ -533,28 +628,28 @@ mod tests {
     #[test]
     #[should_panic(expected = "without gaps")]
     fn gap_panics() {
-        let mut kv = KvState::new();
+        let mut kv = KvState::new(first());
         kv.apply(2, &Value::Noop);
     }
 
     #[test]
     fn snapshot_rejects_garbage() {
-        assert!(KvState::from_snapshot_bytes(&[]).is_err());
+        assert!(KvState::from_snapshot_bytes(&[], &first()).is_err());
         assert!(matches!(
-            KvState::from_snapshot_bytes(&[9, 0, 0, 0]),
+            KvState::from_snapshot_bytes(&[9, 0, 0, 0], &first()),
             Err(KvError::UnsupportedVersion { version: 9 })
         ));
-        let mut kv = KvState::new();
+        let mut kv = KvState::new(first());
         kv.apply(1, &put(1, "a", "x", None));
         let mut bytes = kv.to_snapshot_bytes();
         bytes.push(0);
         assert!(matches!(
-            KvState::from_snapshot_bytes(&bytes),
+            KvState::from_snapshot_bytes(&bytes, &first()),
             Err(KvError::Malformed(_))
         ));
         bytes.pop();
         bytes.pop();
-        assert!(KvState::from_snapshot_bytes(&bytes).is_err());
+        assert!(KvState::from_snapshot_bytes(&bytes, &first()).is_err());
         // A revision newer than the applied slot cannot happen.
         let bad = postcard::to_stdvec(&(
             SNAPSHOT_FORMAT_VERSION,
@@ -567,12 +662,78 @@ mod tests {
                 },
             )],
             Vec::<WindowRecord>::new(),
+            first().assume_unchanged_upto(1),
         ))
         .expect("encode");
         assert!(matches!(
-            KvState::from_snapshot_bytes(&bad),
+            KvState::from_snapshot_bytes(&bad, &first()),
             Err(KvError::Invalid(_))
         ));
+        // A membership history that stops short of the state cannot happen either.
+        let short = postcard::to_stdvec(&(
+            SNAPSHOT_FORMAT_VERSION,
+            1u64,
+            Vec::<(Bytes, Entry)>::new(),
+            Vec::<WindowRecord>::new(),
+            first(),
+        ))
+        .expect("encode");
+        assert!(matches!(
+            KvState::from_snapshot_bytes(&short, &first()),
+            Err(KvError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_snapshot_carries_the_membership_and_a_version_2_one_gets_the_first() {
+        use crate::paxos::MemberChange;
+        let mut kv = KvState::new(first());
+        let add = Value::Command(Command {
+            id: id(1),
+            op: Op::ChangeMembers(MemberChange::AddLearner {
+                addr: "10.0.0.9:3000".into(),
+            }),
+        });
+        let delay = crate::paxos::MEMBER_CHANGE_DELAY_SLOTS;
+        assert_eq!(
+            kv.apply(1, &add),
+            Some((
+                id(1),
+                Outcome::MembersChanged {
+                    added: Some(NodeId(3)),
+                    effective: 1 + delay,
+                }
+            ))
+        );
+        let again = Value::Command(Command {
+            id: id(2),
+            ..match add {
+                Value::Command(c) => c,
+                Value::Noop => unreachable!(),
+            }
+        });
+        assert!(matches!(
+            kv.apply(2, &again),
+            Some((
+                _,
+                Outcome::MembersRefused(crate::paxos::ChangeError::AddressInUse(..))
+            ))
+        ));
+        let restored =
+            KvState::from_snapshot_bytes(&kv.to_snapshot_bytes(), &first()).expect("decodes");
+        assert_eq!(restored.members(), kv.members());
+        assert!(restored.members().at(1 + delay).is_member(NodeId(3)));
+
+        let v2 = postcard::to_stdvec(&(
+            2u8,
+            4u64,
+            Vec::<(Bytes, Entry)>::new(),
+            Vec::<WindowRecord>::new(),
+        ))
+        .expect("encode");
+        let old = KvState::from_snapshot_bytes(&v2, &first()).expect("version 2 decodes");
+        assert_eq!(old.members().folded_upto(), 4);
+        assert_eq!(old.members().latest(), first().latest());
     }
 
     #[test]
@@ -590,7 +751,7 @@ mod tests {
             vec![id(7), id(9)],
         ))
         .expect("encode");
-        let mut kv = KvState::from_snapshot_bytes(&v1).expect("version 1 decodes");
+        let mut kv = KvState::from_snapshot_bytes(&v1, &first()).expect("version 1 decodes");
         assert_eq!(kv.applied(), 3);
         assert_eq!(kv.get(b"a").map(|e| e.revision), Some(2));
         assert!(kv.was_applied(&id(7)) && kv.was_applied(&id(9)));
@@ -603,7 +764,7 @@ mod tests {
 
     #[test]
     fn the_applied_ids_of_a_busy_origin_stay_small() {
-        let mut kv = KvState::new();
+        let mut kv = KvState::new(first());
         for seq in 0..20_000u64 {
             assert!(kv.apply(seq + 1, &put(seq, "k", "v", None)).is_some());
         }
@@ -627,8 +788,8 @@ mod tests {
         fn same_sequence_same_state_and_snapshot_round_trips(
             values in prop::collection::vec(arb_value(), 0..60)
         ) {
-            let mut a = KvState::new();
-            let mut b = KvState::new();
+            let mut a = KvState::new(first());
+            let mut b = KvState::new(first());
             for (i, v) in values.iter().enumerate() {
                 let slot = i as u64 + 1;
                 prop_assert_eq!(a.apply(slot, v), b.apply(slot, v));
@@ -636,17 +797,17 @@ mod tests {
             prop_assert_eq!(&a, &b);
             let bytes = a.to_snapshot_bytes();
             prop_assert_eq!(&bytes, &b.to_snapshot_bytes());
-            let restored = KvState::from_snapshot_bytes(&bytes).expect("round trip");
+            let restored = KvState::from_snapshot_bytes(&bytes, &first()).expect("round trip");
             prop_assert_eq!(&restored, &a);
             prop_assert_eq!(restored.to_snapshot_bytes(), bytes);
         }
 
         #[test]
         fn garbage_snapshot_never_panics(mut bytes in prop::collection::vec(any::<u8>(), 0..200)) {
-            let _ = KvState::from_snapshot_bytes(&bytes);
+            let _ = KvState::from_snapshot_bytes(&bytes, &first());
             // Again with a valid version byte, to get past the first check.
             bytes.insert(0, SNAPSHOT_FORMAT_VERSION);
-            let _ = KvState::from_snapshot_bytes(&bytes);
+            let _ = KvState::from_snapshot_bytes(&bytes, &first());
         }
     }
 }

@@ -318,6 +318,7 @@ fn describe_value(value: &crate::paxos::types::Value) -> String {
                 Op::Delete { key } => {
                     format!("{id} delete key={:?}", String::from_utf8_lossy(key))
                 }
+                Op::ChangeMembers(change) => format!("{id} members {change:?}"),
             }
         }
     }

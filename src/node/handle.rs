@@ -94,6 +94,7 @@ impl Store for NodeHandle {
                 expect: Some(_), ..
             } => "cas",
             Op::Delete { .. } => "delete",
+            Op::ChangeMembers(_) => "member_change",
         };
         let started = Instant::now();
         let result = self.write_inner(op).await;
@@ -101,6 +102,8 @@ impl Store for NodeHandle {
             Ok(Outcome::Created { .. } | Outcome::Updated { .. } | Outcome::Deleted) => "ok",
             Ok(Outcome::NotFound) => "not_found",
             Ok(Outcome::Conflict { .. }) => "conflict",
+            Ok(Outcome::MembersChanged { .. }) => "ok",
+            Ok(Outcome::MembersRefused(_)) => "refused",
             Err(e) => error_label(e),
         };
         self.metrics

@@ -1,6 +1,7 @@
 //! The core's tunables: cluster shape, timers in ticks, and the limits that keep every message
 //! within one datagram and every queue bounded.
 
+use crate::paxos::member_history::MEMBER_CHANGE_DELAY_SLOTS;
 use crate::paxos::membership::Membership;
 use crate::paxos::types::NodeId;
 
@@ -13,8 +14,16 @@ pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 65_000;
 pub struct Config {
     /// This node.
     pub node: NodeId,
-    /// The voters.
+    /// The cluster's first membership, before any change in the log: what governs slot 1 (the
+    /// log and snapshots say what governs later slots, `member_history.rs`).
     pub members: Membership,
+    /// A membership change decided in slot `c` governs slots from `c + member_change_delay_slots`
+    /// on. Part of the protocol: it must be the same on every member for the cluster's life.
+    pub member_change_delay_slots: u64,
+    /// This node was just added to the cluster as a new member (a learner with an id never used
+    /// before): it cannot have voted, so it needs no safe join (`join.rs`). Only the start that
+    /// joined may say so: a member that lost its disk must never claim it.
+    pub new_member: bool,
     /// A leader sends a heartbeat (with its decided prefix) this often.
     pub heartbeat_ticks: u64,
     /// A follower that hears from no leader for this long (randomized up to twice as long) runs
@@ -29,7 +38,8 @@ pub struct Config {
     pub command_expiry_ticks: u64,
     /// At most this many own client commands wait for a decision; `propose` refuses more.
     pub own_commands_max: usize,
-    /// A leader keeps at most this many undecided slots in flight.
+    /// A leader keeps at most this many undecided slots in flight (never more than
+    /// `member_change_delay_slots`: beyond it, the leader would not know the slot's membership).
     pub window_slots: u64,
     /// A leader has at most this many accept batches unanswered per follower; proposals that
     /// arrive meanwhile wait and leave as one batch with the next answer (self-clocked
@@ -49,15 +59,35 @@ pub struct Config {
     /// Decided values kept in memory below the snapshot point, so that a peer that is only a
     /// little behind catches up from the log instead of needing a whole snapshot.
     pub log_retain_slots: u64,
+    /// A bug in the membership change rule to plant on purpose, so that the simulator can show
+    /// it catches it (`docs/paxos.md`, "Teeth"). Always `None` in the daemon.
+    #[doc(hidden)]
+    pub planted_bug: Option<PlantedCoreBug>,
+}
+
+/// Mistakes in the membership change rule the simulator must catch.
+#[doc(hidden)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PlantedCoreBug {
+    /// Count a learner's vote towards a slot's majority.
+    CountLearnerVotes,
+    /// Let the leader run further ahead than the change delay: it proposes (and counts votes
+    /// for) slots whose membership may be changed by a slot it has not seen decided yet.
+    WindowBeyondChangeDelay,
+    /// Elect a leader with a majority of the newest membership alone, and never re-elect when
+    /// a change brings in new voters: the old and the new majority decide independently.
+    NewMajorityAlone,
 }
 
 impl Config {
-    /// The defaults for member `node` of a cluster with these voters (ticks of about 10 ms).
+    /// The defaults for member `node` of a cluster that started with `members` (ticks of about
+    /// 10 ms). `node` need not be among them: it may have joined later.
     pub fn new(node: NodeId, members: Membership) -> Config {
-        assert!(members.is_voter(node), "node {node} is not a voter");
         Config {
             node,
             members,
+            member_change_delay_slots: MEMBER_CHANGE_DELAY_SLOTS,
+            new_member: false,
             heartbeat_ticks: 5,
             election_timeout_ticks: 30,
             retry_ticks: 5,
@@ -70,12 +100,16 @@ impl Config {
             message_bytes_max: MESSAGE_BYTES_MAX_DEFAULT,
             log_retain_slots: 10_000,
             transfer_timeout_ticks: 100,
+            planted_bug: None,
         }
     }
 
-    /// How many members make a majority.
-    pub fn quorum(&self) -> usize {
-        self.members.quorum()
+    /// How far a leader may propose beyond its decided prefix.
+    pub fn proposal_window_slots(&self) -> u64 {
+        if self.planted_bug == Some(PlantedCoreBug::WindowBeyondChangeDelay) {
+            return self.window_slots;
+        }
+        self.window_slots.min(self.member_change_delay_slots)
     }
 
     /// The largest command `propose` accepts: one must fit an accept message on its own.

@@ -38,7 +38,7 @@ impl Replica {
     /// node passes the request to the leader it follows. The caller learns the result from
     /// `status().leader`.
     pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
-        if !self.config.members.is_voter(to) {
+        if !self.history.latest().is_voter(to) {
             return Err(TransferError::NotAVoter(to));
         }
         match (&self.role, self.leader) {
@@ -57,7 +57,7 @@ impl Replica {
     }
 
     pub(crate) fn on_transfer_leadership(&mut self, to: NodeId) {
-        if self.config.members.is_voter(to) {
+        if self.history.latest().is_voter(to) {
             self.start_transfer(to);
         }
     }
@@ -90,6 +90,9 @@ impl Replica {
             return;
         };
         let Some(transfer) = &leadership.transfer else {
+            if let Some(to) = self.successor() {
+                self.start_transfer(to);
+            }
             return;
         };
         if now >= transfer.deadline {
@@ -99,6 +102,27 @@ impl Replica {
         if !self.try_handover() {
             self.poll_transfer_target();
         }
+    }
+
+    /// While this node leads but is no voter of the newest membership (an operator removed
+    /// it): the voter of that membership best placed to take over, the one furthest caught up
+    /// among those that answered recently.
+    fn successor(&self) -> Option<NodeId> {
+        let RoleState::Leader(leadership) = &self.role else {
+            return None;
+        };
+        let newest = self.history.latest();
+        if newest.is_voter(self.config.node) {
+            return None;
+        }
+        let recent = 2 * self.config.election_timeout_ticks;
+        newest
+            .voters()
+            .iter()
+            .filter_map(|id| leadership.followers.get(id).map(|f| (*id, f)))
+            .filter(|(_, f)| self.now < f.heard_at + recent)
+            .max_by_key(|(id, f)| (f.decided, std::cmp::Reverse(*id)))
+            .map(|(id, _)| id)
     }
 
     fn poll_transfer_target(&mut self) {

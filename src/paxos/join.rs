@@ -125,7 +125,7 @@ impl Replica {
         more: bool,
         entries: Vec<(Slot, SlotState)>,
     ) {
-        let members = self.config.members.voters().len();
+        let members = self.history.latest().voters().len();
         let Some(join) = self.join.as_mut() else {
             return;
         };

@@ -7,12 +7,13 @@
 //! one to the highest any acceptor reported, the decided value if one was reported, else the
 //! value accepted at the highest ballot, else a no-op; then it proposes new commands.
 
+use crate::paxos::config::PlantedCoreBug;
 use crate::paxos::handover::Transfer;
 use crate::paxos::idhash::IdHashBuilder;
 use crate::paxos::message::{Message, SlotState, MESSAGE_FIXED_BYTES_MAX};
 use crate::paxos::quorum::MemberSet;
 use crate::paxos::replica::{Replica, RoleState};
-use crate::paxos::types::{Ballot, Command, CommandId, NodeId, Slot, Value};
+use crate::paxos::types::{Ballot, Command, CommandId, NodeId, Op, Slot, Value};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
 /// A candidate's phase 1.
@@ -46,6 +47,10 @@ pub(crate) struct Proposal {
 /// A leader's phase 2.
 pub(crate) struct Leadership {
     pub(crate) ballot: Ballot,
+    /// The voters whose promise of `ballot` elected us. A leader proposes only in slots whose
+    /// membership has a majority in it; a change that brings in voters beyond it means a new
+    /// election (`refresh_members`).
+    pub(crate) promised: MemberSet,
     /// Proposals for slots `base..base + proposals.len()`, the undecided tail of the log.
     pub(crate) proposals: VecDeque<Proposal>,
     pub(crate) base: Slot,
@@ -85,6 +90,17 @@ impl Leadership {
     }
 }
 
+impl Proposal {
+    fn new(value: Value) -> Proposal {
+        Proposal {
+            value,
+            votes: MemberSet::default(),
+            decided: false,
+            sent_at: None,
+        }
+    }
+}
+
 impl Replica {
     pub(crate) fn tick_leadership(&mut self) {
         if !self.voter {
@@ -93,7 +109,10 @@ impl Replica {
         let now = self.now;
         match &mut self.role {
             RoleState::Follower => {
-                if now >= self.election_at {
+                // A learner, or a member that is being removed, never bids for leadership (the
+                // voters of the newest membership can lead every slot still to decide).
+                let votes = self.history.latest().is_voter(self.config.node);
+                if now >= self.election_at && votes {
                     self.start_campaign();
                 }
             }
@@ -122,19 +141,21 @@ impl Replica {
 
     fn tick_leader(&mut self) {
         let now = self.now;
-        let quorum = self.config.quorum();
         let contact_window = 2 * self.config.election_timeout_ticks;
         let retry = self.config.retry_ticks;
+        let undecided = self.decided_upto + 1;
         let RoleState::Leader(leadership) = &mut self.role else {
             return;
         };
         let me = self.config.node;
-        let in_touch = leadership
-            .followers
-            .iter()
-            .filter(|(voter, f)| **voter == me || now < f.heard_at + contact_window)
-            .count();
-        if in_touch < quorum {
+        let mut in_touch = MemberSet::default();
+        for (&member, f) in &leadership.followers {
+            let heard = member == me || now < f.heard_at + contact_window;
+            if heard && self.history.is_voter_from(member, undecided) {
+                in_touch.insert(member);
+            }
+        }
+        if !self.history.is_quorum_from(&in_touch, undecided) {
             // Cut off from a majority: stop claiming leadership so that clients hear
             // "no quorum" and a connected node can take over.
             self.step_down();
@@ -149,13 +170,14 @@ impl Replica {
                 continue;
             }
             p.sent_at = Some(now);
-            for &peer in self.config.members.voters() {
+            let slot = leadership.base + i as Slot;
+            for &peer in self.history.at(slot).voters() {
                 // Our own acceptor never loses a message: its vote may only wait for the disk.
                 if peer != me && !p.votes.contains(peer) {
                     resend
                         .entry(peer)
                         .or_default()
-                        .push((leadership.base + i as Slot, p.value.clone()));
+                        .push((slot, p.value.clone()));
                 }
             }
         }
@@ -186,16 +208,12 @@ impl Replica {
         let from = self.decided_upto + 1;
         let base = self.config.election_timeout_ticks.max(1);
         let deadline = self.now + base + self.rng.below(base);
+        // Every membership that governs an undecided slot must promise: a majority of each.
+        let voters = self.history.voters_from(from);
         self.role = RoleState::Candidate(Campaign {
             ballot,
             from,
-            next_from: self
-                .config
-                .members
-                .voters()
-                .iter()
-                .map(|voter| (*voter, Some(from)))
-                .collect(),
+            next_from: voters.iter().map(|voter| (*voter, Some(from))).collect(),
             promised: MemberSet::default(),
             votes: BTreeMap::new(),
             decided: BTreeMap::new(),
@@ -203,7 +221,7 @@ impl Replica {
             resend_at: self.now + self.config.retry_ticks,
         });
         // Gated: the ballot must be durable before anyone hears of it.
-        for to in self.config.members.voters().to_vec() {
+        for to in voters {
             self.send_after_persist(to, Message::Prepare { ballot, from });
         }
     }
@@ -219,7 +237,6 @@ impl Replica {
         log_start: Slot,
         entries: Vec<(Slot, SlotState)>,
     ) {
-        let quorum = self.config.quorum();
         let RoleState::Candidate(campaign) = &mut self.role else {
             return;
         };
@@ -261,7 +278,13 @@ impl Replica {
         }
         campaign.next_from.insert(from, None);
         campaign.promised.insert(from);
-        if campaign.promised.len() >= quorum {
+        let elected = if self.config.planted_bug == Some(PlantedCoreBug::NewMajorityAlone) {
+            self.history.latest().is_quorum(&campaign.promised)
+        } else {
+            self.history
+                .is_quorum_from(&campaign.promised, campaign.from)
+        };
+        if elected {
             self.become_leader();
         }
     }
@@ -301,12 +324,7 @@ impl Replica {
             if let Value::Command(c) = &value {
                 queued.insert(c.id);
             }
-            proposals.push_back(Proposal {
-                value,
-                votes: MemberSet::default(),
-                decided: false,
-                sent_at: None,
-            });
+            proposals.push_back(Proposal::new(value));
         }
         let now = self.now;
         let fresh = FollowerProgress {
@@ -317,15 +335,16 @@ impl Replica {
             decided: 0,
         };
         let followers = self
-            .config
-            .members
-            .voters()
-            .iter()
-            .map(|voter| (*voter, fresh.clone()))
+            .history
+            .members_from(base)
+            .into_iter()
+            .map(|member| (member, fresh.clone()))
             .collect();
         self.leader = Some((self.config.node, campaign.ballot));
+        self.members_changed = false;
         self.role = RoleState::Leader(Leadership {
             ballot: campaign.ballot,
+            promised: campaign.promised,
             proposals,
             base,
             followers,
@@ -336,6 +355,40 @@ impl Replica {
             transfer: None,
         });
         self.leader_changed();
+    }
+
+    /// Catches the leader up with a change of the memberships in force: members new to them get
+    /// accepts and heartbeats, members no longer in any stop getting them. If a membership now
+    /// in force has no majority among the voters that promised our ballot, we cannot propose in
+    /// its slots: a new election gathers those promises (and whatever its new voters hold).
+    fn refresh_members(&mut self) {
+        if !std::mem::take(&mut self.members_changed) {
+            return;
+        }
+        let now = self.now;
+        let RoleState::Leader(leadership) = &mut self.role else {
+            return;
+        };
+        let members = self.history.members_from(leadership.base);
+        leadership.followers.retain(|id, _| members.contains(id));
+        for id in members {
+            leadership
+                .followers
+                .entry(id)
+                .or_insert_with(|| FollowerProgress {
+                    sent_upto: leadership.base - 1,
+                    batches_in_flight: VecDeque::new(),
+                    heard_at: now,
+                    commit_sent: 0,
+                    decided: 0,
+                });
+        }
+        let covered = self
+            .history
+            .is_quorum_from(&leadership.promised, leadership.base);
+        if !covered && self.config.planted_bug != Some(PlantedCoreBug::NewMajorityAlone) {
+            self.start_campaign();
+        }
     }
 
     /// Things to redo when the leader we follow (or are) changes.
@@ -362,7 +415,8 @@ impl Replica {
     /// and nothing in flight is told the decided prefix right away, so that clients waiting on it
     /// are answered now, not at the next heartbeat.
     pub(crate) fn flush_leader(&mut self) {
-        let window = self.config.window_slots;
+        self.refresh_members();
+        let window = self.config.proposal_window_slots();
         let decided_upto = self.decided_upto;
         let now = self.now;
         let retry = self.config.retry_ticks;
@@ -371,20 +425,41 @@ impl Replica {
         let RoleState::Leader(leadership) = &mut self.role else {
             return;
         };
-        while leadership.transfer.is_none() && leadership.next_slot() <= decided_upto + window {
-            let Some(command) = leadership.queue.pop_front() else {
+        let cap = decided_upto + window;
+        while leadership.transfer.is_none() && leadership.next_slot() <= cap {
+            let Some(command) = leadership.queue.front() else {
                 break;
             };
-            leadership.proposals.push_back(Proposal {
-                value: Value::Command(command),
-                votes: MemberSet::default(),
-                decided: false,
-                sent_at: None,
-            });
+            // One membership change at a time: it enters only once every slot before it is
+            // decided and no other change is pending, so that at most two memberships are ever
+            // in force and every replica folds changes against the same membership. The
+            // commands behind it wait with it (two changes are serialized, not lost).
+            let next = leadership.next_slot();
+            if matches!(command.op, Op::ChangeMembers(_))
+                && (!leadership.proposals.is_empty() || self.history.pending_start(next).is_some())
+            {
+                break;
+            }
+            let command = leadership.queue.pop_front().expect("peeked");
+            leadership
+                .proposals
+                .push_back(Proposal::new(Value::Command(command)));
+        }
+        // A decided change takes effect `member_change_delay_slots` later: with no commands to
+        // fill the slots before it (none queued, or only a change that waits for this one),
+        // fill them with no-ops so that it takes effect now.
+        if let Some(start) = self.history.pending_start(leadership.next_slot()) {
+            while leadership.transfer.is_none()
+                && leadership.next_slot() < start
+                && leadership.next_slot() <= cap
+            {
+                leadership.proposals.push_back(Proposal::new(Value::Noop));
+            }
         }
         let ballot = leadership.ballot;
         let base = leadership.base;
-        let last = leadership.next_slot() - 1;
+        // Proposals phase 1 recovered beyond the window wait: their membership is not known yet.
+        let last = (leadership.next_slot() - 1).min(cap);
         let mut accepts = Vec::new();
         let mut commit_notices = Vec::new();
         for (&member, follower) in leadership.followers.iter_mut() {
@@ -479,7 +554,6 @@ impl Replica {
     }
 
     pub(crate) fn on_accepted(&mut self, from: NodeId, ballot: Ballot, slots: &[Slot]) {
-        let quorum = self.config.quorum();
         let now = self.now;
         let RoleState::Leader(leadership) = &mut self.role else {
             return;
@@ -507,7 +581,19 @@ impl Replica {
             else {
                 continue;
             };
-            if p.votes.insert(from) && p.votes.len() >= quorum {
+            // Only the voters of the slot's own membership count (a learner's vote is stored
+            // there, but decides nothing).
+            let membership = self.history.at(slot);
+            if self.config.planted_bug == Some(PlantedCoreBug::CountLearnerVotes) {
+                if membership.is_member(from)
+                    && p.votes.insert(from)
+                    && p.votes.len() >= membership.quorum()
+                {
+                    p.decided = true;
+                }
+                continue;
+            }
+            if membership.is_voter(from) && p.votes.insert(from) && membership.is_quorum(&p.votes) {
                 p.decided = true;
             }
         }

@@ -46,10 +46,22 @@ impl Replica {
         self.advance_decided();
     }
 
-    /// Moves `decided_upto` over every slot now held.
+    /// Moves `decided_upto` over every slot now held, folding each into the membership history
+    /// (in slot order, as the state machine does).
     pub(crate) fn advance_decided(&mut self) {
-        while self.log.contains_key(&(self.decided_upto + 1)) {
+        while let Some(value) = self.log.get(&(self.decided_upto + 1)) {
             self.decided_upto += 1;
+            if let Some(Ok(_)) = self.history.fold(self.decided_upto, value) {
+                self.members_changed = true;
+            }
+        }
+        assert_eq!(
+            self.history.folded_upto(),
+            self.decided_upto,
+            "the membership history must be folded up to the decided prefix"
+        );
+        if self.history.trim_below(self.decided_upto + 1) {
+            self.members_changed = true;
         }
         self.commit_seen = self.commit_seen.max(self.decided_upto);
     }

@@ -47,7 +47,8 @@
 //! # Layout
 //! `types` (shared vocabulary), `message` (what travels), `storage` (records, recovered state),
 //! `config`, `ready` (outputs, status), `replica` (state and plumbing), `acceptor`, `leader`,
-//! `learner`, `reads`, `join`, `handover` (leadership transfer), `membership` (who votes),
+//! `learner`, `reads`, `join`, `handover` (leadership transfer), `membership` (who belongs and
+//! who votes), `member_history` (which membership governs which slot),
 //! `quorum`, `rng`. The protocol as built is described in
 //! `docs/paxos.md`.
 
@@ -58,6 +59,7 @@ pub(crate) mod idhash;
 mod join;
 mod leader;
 mod learner;
+pub mod member_history;
 pub mod membership;
 pub mod message;
 mod quorum;
@@ -68,9 +70,12 @@ pub mod rng;
 pub mod storage;
 pub mod types;
 
-pub use config::Config;
+pub use config::{Config, PlantedCoreBug};
 pub use handover::TransferError;
-pub use membership::{Membership, MembershipError, VOTERS_MAX};
+pub use member_history::{MemberHistory, MEMBER_CHANGE_DELAY_SLOTS};
+pub use membership::{
+    ChangeError, Member, MemberChange, MemberRole, Membership, MembershipError, VOTERS_MAX,
+};
 pub use message::{Message, SlotState};
 pub use ready::{FollowerStatus, ReadId, Ready, ReplicaStatus, Role};
 pub use replica::{ProposeError, Replica};

@@ -105,7 +105,12 @@ impl Replica {
     }
 
     pub(crate) fn read_round_acked(&mut self, from: NodeId, number: u64) {
-        let quorum = self.config.quorum();
+        // Leadership is confirmed by a majority of every membership that governs an undecided
+        // slot: any of them could otherwise elect a leader that decides writes we do not see.
+        let undecided = self.decided_upto + 1;
+        if !self.history.is_voter_from(from, undecided) {
+            return;
+        }
         let Some(round) = self.reads.round.as_mut() else {
             return;
         };
@@ -113,7 +118,7 @@ impl Replica {
             return;
         }
         round.acks.insert(from);
-        if round.acks.len() >= quorum {
+        if self.history.is_quorum_from(&round.acks, undecided) {
             self.confirm_round();
         }
     }
@@ -146,7 +151,12 @@ impl Replica {
             if self.reads.round.is_none() && !self.reads.next_round.is_empty() {
                 self.reads.round_number += 1;
                 let number = self.reads.round_number;
-                let acks = MemberSet::of(self.config.node);
+                let me = self.config.node;
+                let acks = if self.history.is_voter_from(me, self.decided_upto + 1) {
+                    MemberSet::of(me)
+                } else {
+                    MemberSet::default()
+                };
                 self.reads.round = Some(Round {
                     number,
                     index: self.decided_upto.max(recovered_upto),
@@ -154,7 +164,7 @@ impl Replica {
                     readers: std::mem::take(&mut self.reads.next_round),
                     resend_at: self.now + self.config.retry_ticks,
                 });
-                if self.config.quorum() == 1 {
+                if self.history.is_quorum_from(&acks, self.decided_upto + 1) {
                     self.confirm_round();
                 } else {
                     self.broadcast_heartbeat(ballot, number, MemberSet::default());

@@ -10,6 +10,8 @@
 use crate::paxos::config::Config;
 use crate::paxos::join::Join;
 use crate::paxos::leader::{Campaign, Leadership};
+use crate::paxos::member_history::MemberHistory;
+use crate::paxos::membership::{Member, MemberRole};
 use crate::paxos::message::{Message, MESSAGE_FIXED_BYTES_MAX, SLOT_BYTES_MAX};
 use crate::paxos::reads::Reads;
 use crate::paxos::ready::{FollowerStatus, ReadId, Ready, ReplicaStatus, Role};
@@ -65,6 +67,10 @@ pub struct Replica {
     pub(crate) log_start: Slot,
     /// Every slot up to here is decided and held (or compacted).
     pub(crate) decided_upto: Slot,
+    /// Which membership governs which slot, folded up to `decided_upto`.
+    pub(crate) history: MemberHistory,
+    /// The memberships in force changed since the leader last looked (`refresh_members`).
+    pub(crate) members_changed: bool,
     /// The last `Decided` record handed out.
     pub(crate) decided_recorded: Slot,
     /// Every slot up to here was handed out for applying.
@@ -115,8 +121,15 @@ pub struct Replica {
 impl Replica {
     /// Builds a replica from its durable state. `seed` drives its election back-offs.
     pub fn new(config: Config, recovered: Recovered, seed: u64) -> Replica {
-        // A cluster of one has no one to join from (and no one who could disagree).
-        let voter = recovered.voter || config.members.voters() == [config.node];
+        let mut history = recovered.history.unwrap_or_else(|| {
+            MemberHistory::new(config.members.clone(), config.member_change_delay_slots)
+        });
+        assert!(
+            history.folded_upto() >= recovered.snapshot,
+            "the snapshot's membership history stops at slot {} below the snapshot at {}",
+            history.folded_upto(),
+            recovered.snapshot
+        );
         let mut log = BTreeMap::new();
         let mut accepted = recovered.accepted;
         for slot in recovered.snapshot + 1..=recovered.decided_upto {
@@ -134,6 +147,15 @@ impl Replica {
             log.insert(*slot, value.clone());
             accepted.remove(slot);
         }
+        let decided_upto = recovered.decided_upto.max(recovered.snapshot);
+        for slot in history.folded_upto() + 1..=decided_upto {
+            history.fold(slot, &log[&slot]);
+        }
+        history.trim_below(decided_upto + 1);
+        // A cluster of one has no one to join from (and no one who could disagree); a new member
+        // has never voted.
+        let voter =
+            recovered.voter || config.new_member || history.latest().voters() == [config.node];
         let mut replica = Replica {
             rng: Rng::new(seed),
             now: 0,
@@ -142,7 +164,9 @@ impl Replica {
             accepted,
             log,
             log_start: recovered.snapshot,
-            decided_upto: recovered.decided_upto.max(recovered.snapshot),
+            decided_upto,
+            history,
+            members_changed: false,
             decided_recorded: recovered.decided_upto,
             applied: recovered.snapshot,
             commit_seen: recovered.decided_upto,
@@ -169,8 +193,13 @@ impl Replica {
             send_snapshot: Vec::new(),
             config,
         };
+        if replica.config.new_member && !recovered.voter {
+            // Recorded so that a restart does not need the caller to say it again.
+            replica.persist(Record::Joined);
+        }
         if !replica.voter {
-            replica.join = Some(Join::new(replica.peers()));
+            let peers = replica.join_peers();
+            replica.join = Some(Join::new(peers));
         }
         replica.advance_decided();
         replica.reset_election_timer();
@@ -189,10 +218,20 @@ impl Replica {
         self.tick_catch_up();
     }
 
-    /// A message arrived from member `from`. Messages from non-members or from ourselves are
-    /// ignored (the transport should have dropped them).
+    /// A message arrived from member `from` (the transport authenticated it). Our own are
+    /// ignored, and so are bids for leadership from nodes that vote in no membership in force
+    /// here: a removed member must not disrupt the cluster. Everything else is taken from
+    /// anyone, because a node that is behind does not yet know the newest members; no vote or
+    /// promise is counted unless its sender votes in the membership of the slot.
     pub fn receive(&mut self, from: NodeId, message: Message) {
-        if !self.config.members.is_voter(from) || from == self.config.node {
+        if from == self.config.node {
+            return;
+        }
+        let bids_for_leadership = matches!(
+            message,
+            Message::Prepare { .. } | Message::Handover { .. } | Message::TransferLeadership { .. }
+        );
+        if bids_for_leadership && !self.history.is_voter_from(from, self.decided_upto + 1) {
             return;
         }
         self.handle(from, message);
@@ -293,9 +332,14 @@ impl Replica {
     }
 
     /// The caller installed a peer's snapshot covering every slot `<= upto`.
-    pub fn snapshot_installed(&mut self, upto: Slot) {
+    /// `history` is the snapshot's membership history (folded up to `upto`).
+    pub fn snapshot_installed(&mut self, upto: Slot, history: &MemberHistory) {
         if upto <= self.applied {
             return;
+        }
+        if upto > self.decided_upto {
+            self.history = history.clone();
+            self.members_changed = true;
         }
         self.log_start = self.log_start.max(upto);
         self.log = self.log.split_off(&(upto + 1));
@@ -491,11 +535,50 @@ impl Replica {
         }
     }
 
-    /// Every voter but this one.
+    /// Every member of a membership in force (voters and learners) but this one: who hears
+    /// heartbeats and handovers.
     pub(crate) fn peers(&self) -> Vec<NodeId> {
         let me = self.config.node;
-        let voters = self.config.members.voters();
+        let mut members = self.history.members_from(self.decided_upto + 1);
+        members.retain(|n| *n != me);
+        members
+    }
+
+    /// The voters a node with empty storage learns from before it may vote (`join.rs`).
+    pub(crate) fn join_peers(&self) -> Vec<NodeId> {
+        let me = self.config.node;
+        let voters = self.history.latest().voters();
         voters.iter().copied().filter(|n| *n != me).collect()
+    }
+
+    /// The members of every membership in force here (the one governing the first undecided
+    /// slot, and a newer one if it is pending), each once, with its newest role and address:
+    /// whom this node must be able to reach.
+    pub fn members_in_force(&self) -> Vec<Member> {
+        let mut members: Vec<Member> = Vec::new();
+        for era in self.history.eras_from(self.decided_upto + 1).iter().rev() {
+            for m in era.membership.members() {
+                if !members.iter().any(|known| known.id == m.id) {
+                    members.push(m.clone());
+                }
+            }
+        }
+        members.sort_by_key(|m| m.id);
+        members
+    }
+
+    /// The membership history as folded here (for status pages and checkers).
+    pub fn member_history(&self) -> &MemberHistory {
+        &self.history
+    }
+
+    /// This node's role in the newest membership it knows (`None`: it was removed, or has not
+    /// yet learned that it was added).
+    pub fn member_role(&self) -> Option<MemberRole> {
+        self.history
+            .latest()
+            .member(self.config.node)
+            .map(|m| m.role)
     }
 
     /// A randomized election timeout in `[base, 2 * base)`.

@@ -7,6 +7,7 @@
 //! from it. What the core assumes of its storage is exactly this: a record reported durable is
 //! never lost, and records become durable in order (a prefix of what was handed out).
 
+use crate::paxos::member_history::MemberHistory;
 use crate::paxos::types::{Ballot, Slot, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -51,6 +52,9 @@ pub struct Recovered {
     /// The slots `<= snapshot` are covered by the caller's state-machine snapshot: their values
     /// are no longer needed here, and they count as applied.
     pub snapshot: Slot,
+    /// The membership history as of `snapshot`, from the snapshot's state (`None`: no snapshot,
+    /// the history starts from `Config::members`). The caller sets it; records never carry it.
+    pub history: Option<MemberHistory>,
 }
 
 impl Recovered {

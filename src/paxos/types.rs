@@ -4,6 +4,7 @@
 //! write-ahead-log adapter, so they live in one place and carry no behaviour beyond ordering and
 //! size accounting. `docs/architecture.md` gives the meaning of each word.
 
+use crate::paxos::membership::{ChangeError, MemberChange};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -107,13 +108,16 @@ pub enum Op {
     },
     /// Remove `key`.
     Delete { key: Bytes },
+    /// Change who belongs to the cluster (`membership.rs`); it touches no key.
+    ChangeMembers(MemberChange),
 }
 
 impl Op {
-    /// The key this operation touches.
-    pub fn key(&self) -> &Bytes {
+    /// The key this operation touches (`None`: a membership change).
+    pub fn key(&self) -> Option<&Bytes> {
         match self {
-            Op::Put { key, .. } | Op::Delete { key } => key,
+            Op::Put { key, .. } | Op::Delete { key } => Some(key),
+            Op::ChangeMembers(_) => None,
         }
     }
 }
@@ -133,6 +137,8 @@ impl Command {
         match &self.op {
             Op::Put { key, value, .. } => FIXED_BYTES_MAX + key.len() + value.len(),
             Op::Delete { key } => FIXED_BYTES_MAX + key.len(),
+            Op::ChangeMembers(MemberChange::AddLearner { addr }) => FIXED_BYTES_MAX + addr.len(),
+            Op::ChangeMembers(_) => FIXED_BYTES_MAX,
         }
     }
 }
@@ -170,6 +176,14 @@ pub enum Outcome {
     NotFound,
     /// A compare-and-swap found another revision (0: the key is absent) and changed nothing.
     Conflict { current: Revision },
+    /// A membership change was decided; it governs slots from `effective` on. `added` is the
+    /// id a new member got.
+    MembersChanged {
+        added: Option<NodeId>,
+        effective: Slot,
+    },
+    /// A membership change was refused (every replica refuses it alike).
+    MembersRefused(ChangeError),
 }
 
 /// A key's value as stored, with the revision (slot) that last wrote it.

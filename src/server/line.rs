@@ -347,7 +347,9 @@ impl<S: Store> Connection<S> {
 
     fn write(&mut self, op: Op) -> ReplyFuture {
         let store = self.store.clone();
-        self.after_key(op.key().clone(), async move {
+        // Requests on one key are answered in order; one without a key orders on the empty key.
+        let key = op.key().cloned().unwrap_or_default();
+        self.after_key(key, async move {
             match store.write(op).await {
                 Ok(Outcome::Created { revision } | Outcome::Updated { revision }) => {
                     Reply::Ok(Some(revision))
@@ -355,6 +357,12 @@ impl<S: Store> Connection<S> {
                 Ok(Outcome::Conflict { current }) => Reply::Conflict(current),
                 Ok(Outcome::Deleted) => Reply::Ok(None),
                 Ok(Outcome::NotFound) => Reply::NotFound,
+                Ok(other @ (Outcome::MembersChanged { .. } | Outcome::MembersRefused(_))) => {
+                    Reply::Err(ErrorReply::new(
+                        ErrorKind::Unavailable,
+                        format!("a key write came back as a membership change: {other:?}"),
+                    ))
+                }
                 Err(error) => error_reply(&error),
             }
         })

@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use crate::kv::KvState;
 use crate::paxos::types::{Command, CommandId, Entry, NodeId, Op, Outcome, Value};
+use crate::paxos::{MemberHistory, Membership, MEMBER_CHANGE_DELAY_SLOTS};
 use crate::server::{Consistency, MemberStatus, NodeStatus, Store, StoreError};
 
 /// The address a [`MemoryStore`] reports as its own.
@@ -27,7 +28,7 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     /// The key-value state; slots are assigned under this lock, so they are dense and ordered.
-    kv: Mutex<KvState>,
+    kv: OneNodeKv,
     /// The next command sequence number, so every write has a unique id like in a cluster.
     seq_next: AtomicU64,
     /// When set, writes and linearizable reads fail with this error (stale reads still work,
@@ -39,6 +40,20 @@ struct Inner {
     write_delay: Mutex<Duration>,
     /// The consistency of the last read, so tests can check how a server mapped its request.
     last_read: Mutex<Option<Consistency>>,
+}
+
+/// The state of a one-member cluster (the store has no peers to change).
+#[derive(Debug)]
+struct OneNodeKv(Mutex<KvState>);
+
+impl Default for OneNodeKv {
+    fn default() -> OneNodeKv {
+        let me = Membership::first_ids(1).expect("one voter is a membership");
+        OneNodeKv(Mutex::new(KvState::new(MemberHistory::new(
+            me,
+            MEMBER_CHANGE_DELAY_SLOTS,
+        ))))
+    }
 }
 
 /// Locks ignoring poison: a panicking test thread must not cascade into every other request.
@@ -76,7 +91,7 @@ impl MemoryStore {
 
     /// A copy of the current key-value state.
     pub fn snapshot(&self) -> KvState {
-        lock(&self.inner.kv).clone()
+        lock(&self.inner.kv.0).clone()
     }
 
     fn failure(&self) -> Option<StoreError> {
@@ -98,7 +113,7 @@ impl Store for MemoryStore {
             0,
             self.inner.seq_next.fetch_add(1, Ordering::Relaxed),
         );
-        let mut kv = lock(&self.inner.kv);
+        let mut kv = lock(&self.inner.kv.0);
         let slot = kv.applied() + 1;
         match kv.apply(slot, &Value::Command(Command { id, op })) {
             Some((applied_id, outcome)) => {
@@ -120,7 +135,7 @@ impl Store for MemoryStore {
                 return Err(failure);
             }
         }
-        Ok(lock(&self.inner.kv).get(&key).cloned())
+        Ok(lock(&self.inner.kv.0).get(&key).cloned())
     }
 
     async fn transfer_leadership(&self, to: u16) -> Result<(), StoreError> {
@@ -131,7 +146,7 @@ impl Store for MemoryStore {
 
     fn status(&self) -> NodeStatus {
         let (applied, digest) = {
-            let mut kv = lock(&self.inner.kv);
+            let mut kv = lock(&self.inner.kv.0);
             (kv.applied(), kv.digest())
         };
         NodeStatus {

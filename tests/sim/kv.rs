@@ -17,7 +17,8 @@ pub struct ModelKv {
 }
 
 impl ModelKv {
-    /// Applies `op` decided in `slot`; `None` if command `id` was already applied.
+    /// Applies `op` decided in `slot`; `None` if command `id` was already applied, or if it is a
+    /// membership change (`checks.rs` follows those with its own history).
     pub fn apply(&mut self, slot: Slot, id: CommandId, op: &Op) -> Option<Outcome> {
         if !self.applied_ids.insert(id) {
             return None;
@@ -47,6 +48,8 @@ impl ModelKv {
                 Some(_) => Outcome::Deleted,
                 None => Outcome::NotFound,
             },
+            // Its outcome depends on the membership, which the checker's history decides.
+            Op::ChangeMembers(_) => return None,
         })
     }
 }

@@ -1,5 +1,8 @@
 //! Unit tests of the core through a tiny perfect-network driver: elections, decisions, reads,
-//! restarts and the safe join. The hostile-network simulator is `tests/simulation.rs`.
+//! restarts and the safe join; `membership.rs` has those of membership changes. The
+//! hostile-network simulator is `tests/simulation.rs`.
+
+mod membership;
 
 use crate::paxos::types::{Command, CommandId, NodeId, Op, Slot, Value};
 use crate::paxos::{
@@ -27,6 +30,10 @@ struct Cluster {
     snapshots_asked: Vec<Vec<NodeId>>,
     /// Decided values kept below a snapshot (`Config::log_retain_slots`) on every node.
     log_retain_slots: u64,
+    /// The cluster's first membership.
+    first: Membership,
+    /// `Config::member_change_delay_slots` of every node.
+    delay_slots: u64,
 }
 
 impl Cluster {
@@ -60,7 +67,36 @@ impl Cluster {
             up: vec![true; k],
             snapshots_asked: vec![Vec::new(); k],
             log_retain_slots: Config::new(NodeId(0), voters(1)).log_retain_slots,
+            delay_slots: Config::new(NodeId(0), voters(1)).member_change_delay_slots,
+            first: membership,
         }
+    }
+
+    /// The configuration every node of this cluster runs with.
+    fn config(&self, id: NodeId) -> Config {
+        let mut config = Config::new(id, self.first.clone());
+        config.log_retain_slots = self.log_retain_slots;
+        config.member_change_delay_slots = self.delay_slots;
+        config
+    }
+
+    /// Starts a brand-new node with id `id` (a learner once a change adds it); its index.
+    fn add_node(&mut self, id: u16) -> usize {
+        let id = NodeId(id);
+        let mut config = self.config(id);
+        config.new_member = true;
+        self.nodes.push(Replica::new(
+            config,
+            Recovered::empty(),
+            1_000 + u64::from(id.0),
+        ));
+        self.ids.push(id);
+        self.disks.push(Vec::new());
+        self.applied.push(Vec::new());
+        self.reads.push(Vec::new());
+        self.up.push(true);
+        self.snapshots_asked.push(Vec::new());
+        self.nodes.len() - 1
     }
 
     fn drain(&mut self) {
@@ -130,9 +166,7 @@ impl Cluster {
         for r in &self.disks[i] {
             recovered.apply(r);
         }
-        let membership = Membership::new(self.ids.iter().copied()).expect("valid ids");
-        let mut config = Config::new(self.ids[i], membership);
-        config.log_retain_slots = self.log_retain_slots;
+        let config = self.config(self.ids[i]);
         self.nodes[i] = Replica::new(config, recovered, 99 + i as u64);
         self.applied[i].clear();
         self.up[i] = true;
@@ -570,7 +604,10 @@ fn snapshots_trim_the_log_and_a_node_behind_them_is_shipped_one() {
         "it cannot catch up alone"
     );
     // The snapshot arrives and is installed: the node stands at its slot and follows on.
-    c.nodes[lagging].snapshot_installed(decided);
+    let history = c.nodes[c.leader().expect("leader")]
+        .member_history()
+        .clone();
+    c.nodes[lagging].snapshot_installed(decided, &history);
     let status = c.nodes[lagging].status();
     assert_eq!((status.applied, status.log_start), (decided, decided));
     let leader = c.leader().expect("leader");
@@ -611,7 +648,8 @@ fn a_node_that_lost_its_disk_joins_a_compacted_cluster_only_once_it_holds_the_co
     // victim promise a candidate that those slots are free.
     assert_eq!(c.nodes[victim].status().role, Role::Joining);
     assert!(!c.disks[victim].contains(&Record::Joined));
-    c.nodes[victim].snapshot_installed(decided);
+    let history = c.nodes[leader].member_history().clone();
+    c.nodes[victim].snapshot_installed(decided, &history);
     c.drain();
     assert_ne!(
         c.nodes[victim].status().role,
