@@ -13,6 +13,7 @@
 mod sim;
 
 use consens::internals::node::driver::PlantedBug;
+use consens::internals::paxos::PlantedCoreBug;
 use sim::linearizability::{check_key, HistOp, KvOp, NotLinearizable, Observed};
 use sim::Report;
 use std::io::Write;
@@ -23,6 +24,8 @@ use std::sync::Mutex;
 const CI_SEEDS: u64 = 4_000;
 /// Each planted bug must be caught within this many seeds (counted from seed 1).
 const PLANTED_BUG_SEEDS_MAX: u64 = 200;
+/// At most one run in this many may see no membership change take effect.
+const MEMBER_CHANGE_RUNS_MISSED_MAX_DIVISOR: usize = 20;
 /// Threads the batch runs on.
 const WORKERS: usize = 2;
 /// Each worker's stack (the linearizability search recurses once per operation).
@@ -152,13 +155,21 @@ fn simulation() {
     let faults: u64 = reports.iter().map(|r| r.faults).sum();
     let taken: u64 = reports.iter().map(|r| r.snapshots_taken).sum();
     let installed: u64 = reports.iter().map(|r| r.snapshots_installed).sum();
-    // Snapshots and compaction must be exercised by every run, or the batch proves less than
-    // it claims.
+    let changes: u64 = reports.iter().map(|r| r.member_changes).sum();
+    // Snapshots and compaction must be exercised by every run, and membership changes by
+    // nearly every run (one is asked for every 200 chaos ticks, but a run may see them all
+    // refused or undecided), or the batch proves less than it claims.
     for report in reports.iter_mut().filter(|r| r.snapshots_taken == 0) {
         report
             .violations
             .push("coverage: no node took a snapshot in this run".to_string());
     }
+    let without_changes = reports.iter().filter(|r| r.member_changes == 0).count();
+    assert!(
+        without_changes * MEMBER_CHANGE_RUNS_MISSED_MAX_DIVISOR <= reports.len(),
+        "coverage: {without_changes} of {} runs saw no membership change take effect",
+        reports.len()
+    );
     let mut violations = 0;
     for report in reports.iter().filter(|r| !r.violations.is_empty()) {
         violations += report.violations.len();
@@ -167,7 +178,7 @@ fn simulation() {
     eprintln!("simulation took {:.1?}", started.elapsed());
     out(&format!(
         "simulation: {} seeds, {ops} client ops, {faults} faults, {taken} snapshots taken, \
-         {installed} installed from peers, {violations} violations",
+         {installed} installed from peers, {changes} membership changes, {violations} violations",
         reports.len()
     ));
     let failed: Vec<u64> = reports
@@ -238,6 +249,9 @@ fn planted_driver_bugs_are_caught() {
         PlantedBug::CompactBeforeSnapshotDurable,
         PlantedBug::InstallSkipsSlot,
         PlantedBug::InstallOlderSnapshot,
+        PlantedBug::Core(PlantedCoreBug::CountLearnerVotes),
+        PlantedBug::Core(PlantedCoreBug::WindowBeyondChangeDelay),
+        PlantedBug::Core(PlantedCoreBug::NewMajorityAlone),
     ];
     let mut missed = Vec::new();
     for bug in bugs {

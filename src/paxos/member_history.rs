@@ -12,13 +12,18 @@
 
 use crate::paxos::membership::{ChangeError, MemberChange, Membership};
 use crate::paxos::quorum::MemberSet;
-use crate::paxos::types::{NodeId, Op, Slot, Value};
+use crate::paxos::types::{CommandId, NodeId, Op, Slot, Value};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 
 /// The slot delay the daemon uses: a change decided in slot `c` takes effect at `c + 8192`.
 /// It is part of the protocol, the same on every member for the life of a cluster; it also
 /// bounds how far a leader may run ahead of its decided prefix (`Config::window_slots`).
 pub const MEMBER_CHANGE_DELAY_SLOTS: u64 = 8_192;
+/// The ids of this many most recent membership changes are remembered, so that a change a
+/// client retried and that got decided twice is applied once (the state machine's own record of
+/// applied ids cannot serve: the core folds changes too, and must agree with it).
+pub const CHANGE_IDS_REMEMBERED: usize = 256;
 
 /// One membership and the first slot it governs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +44,8 @@ pub struct MemberHistory {
     eras: Vec<Era>,
     /// Every decided slot up to here is folded in.
     folded_upto: Slot,
+    /// The command ids of the latest changes folded (refused ones too), oldest first.
+    change_ids: VecDeque<CommandId>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -46,6 +53,7 @@ struct HistoryWire {
     delay_slots: u64,
     eras: Vec<Era>,
     folded_upto: Slot,
+    change_ids: Vec<CommandId>,
 }
 
 /// Why bytes do not decode to a history.
@@ -57,6 +65,8 @@ pub enum HistoryError {
     Unordered,
     #[error("a membership change delay of 0 slots")]
     NoDelay,
+    #[error("{0} remembered change ids, more than {CHANGE_IDS_REMEMBERED}")]
+    TooManyChangeIds(usize),
 }
 
 impl TryFrom<HistoryWire> for MemberHistory {
@@ -71,10 +81,14 @@ impl TryFrom<HistoryWire> for MemberHistory {
         if w.delay_slots == 0 {
             return Err(HistoryError::NoDelay);
         }
+        if w.change_ids.len() > CHANGE_IDS_REMEMBERED {
+            return Err(HistoryError::TooManyChangeIds(w.change_ids.len()));
+        }
         Ok(MemberHistory {
             delay_slots: w.delay_slots,
             eras: w.eras,
             folded_upto: w.folded_upto,
+            change_ids: w.change_ids.into(),
         })
     }
 }
@@ -85,6 +99,7 @@ impl From<MemberHistory> for HistoryWire {
             delay_slots: h.delay_slots,
             eras: h.eras,
             folded_upto: h.folded_upto,
+            change_ids: h.change_ids.into(),
         }
     }
 }
@@ -104,6 +119,7 @@ impl MemberHistory {
                 membership: first,
             }],
             folded_upto: 0,
+            change_ids: VecDeque::new(),
         }
     }
 
@@ -183,7 +199,8 @@ impl MemberHistory {
 
     /// Folds the value decided in `slot`, the slot after `folded_upto` (earlier slots are
     /// ignored: a snapshot may have covered them). Returns what a membership change did; `None`
-    /// for any other value.
+    /// for any other value, and for a change whose command id was folded before (a retried
+    /// command decided twice).
     pub fn fold(
         &mut self,
         slot: Slot,
@@ -198,7 +215,14 @@ impl MemberHistory {
             "membership history folded out of order"
         );
         self.folded_upto = slot;
-        let change = change_of(value)?;
+        let (id, change) = change_of(value)?;
+        if self.change_ids.contains(&id) {
+            return None;
+        }
+        if self.change_ids.len() == CHANGE_IDS_REMEMBERED {
+            self.change_ids.pop_front();
+        }
+        self.change_ids.push_back(id);
         let result = self.latest().apply(change);
         Some(result.map(|(membership, added)| {
             let start = match change {
@@ -236,11 +260,11 @@ impl MemberHistory {
     }
 }
 
-/// The membership change `value` carries, if it is one.
-pub fn change_of(value: &Value) -> Option<&MemberChange> {
+/// The membership change `value` carries, with its command id, if it is one.
+pub fn change_of(value: &Value) -> Option<(CommandId, &MemberChange)> {
     match value {
         Value::Command(c) => match &c.op {
-            Op::ChangeMembers(change) => Some(change),
+            Op::ChangeMembers(change) => Some((c.id, change)),
             _ => None,
         },
         Value::Noop => None,
@@ -329,6 +353,27 @@ mod tests {
         );
         set.insert(NodeId(1));
         assert!(h.is_quorum_from(&set, 2));
+    }
+
+    #[test]
+    fn a_change_decided_twice_is_applied_once() {
+        let mut h = MemberHistory::new(Membership::first_ids(3).expect("valid"), 2);
+        let add = change(MemberChange::AddLearner { addr: "h:1".into() });
+        assert_eq!(h.fold(1, &add), Some(Ok(Some(NodeId(3)))));
+        let Value::Command(command) = &add else {
+            unreachable!("a command")
+        };
+        let remove = Value::Command(Command {
+            id: CommandId {
+                origin: NodeId(0),
+                seq: 2,
+            },
+            op: Op::ChangeMembers(MemberChange::Remove { id: NodeId(3) }),
+        });
+        assert!(matches!(h.fold(2, &remove), Some(Ok(None))));
+        // The add again, once its member is gone: it must not add a second member.
+        assert_eq!(h.fold(3, &Value::Command(command.clone())), None);
+        assert!(!h.latest().is_member(NodeId(4)));
     }
 
     #[test]

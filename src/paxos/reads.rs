@@ -108,16 +108,26 @@ impl Replica {
         // Leadership is confirmed by a majority of every membership that governs an undecided
         // slot: any of them could otherwise elect a leader that decides writes we do not see.
         let undecided = self.decided_upto + 1;
-        if !self.history.is_voter_from(from, undecided) {
-            return;
-        }
         let Some(round) = self.reads.round.as_mut() else {
             return;
         };
         if round.number != number || number == 0 {
             return;
         }
-        round.acks.insert(from);
+        if self.history.is_voter_from(from, undecided) {
+            round.acks.insert(from);
+        }
+        self.confirm_round_if_quorum();
+    }
+
+    /// Confirms the round in flight once its acknowledgements hold a majority of every
+    /// membership in force now (one may have shrunk since the round began, and the members
+    /// that left will never answer).
+    fn confirm_round_if_quorum(&mut self) {
+        let undecided = self.decided_upto + 1;
+        let Some(round) = self.reads.round.as_ref() else {
+            return;
+        };
         if self.history.is_quorum_from(&round.acks, undecided) {
             self.confirm_round();
         }
@@ -148,7 +158,13 @@ impl Replica {
     /// Starts a round if reads wait for one and none is in flight; sends ReadIndex requests.
     pub(crate) fn flush_reads(&mut self) {
         if let Some((ballot, recovered_upto)) = self.leading() {
-            if self.reads.round.is_none() && !self.reads.next_round.is_empty() {
+            // A new leader starts read rounds only once it has decided everything its election
+            // found: until then it may not know the membership of every slot it recovered, nor
+            // whether its election covers it, and a majority it does not know of may have
+            // decided writes beyond them (the simulator found such a stale read once
+            // membership changes ran: docs/paxos.md).
+            let recovered = self.decided_upto >= recovered_upto;
+            if self.reads.round.is_none() && !self.reads.next_round.is_empty() && recovered {
                 self.reads.round_number += 1;
                 let number = self.reads.round_number;
                 let me = self.config.node;
@@ -159,7 +175,7 @@ impl Replica {
                 };
                 self.reads.round = Some(Round {
                     number,
-                    index: self.decided_upto.max(recovered_upto),
+                    index: self.decided_upto,
                     acks,
                     readers: std::mem::take(&mut self.reads.next_round),
                     resend_at: self.now + self.config.retry_ticks,
@@ -212,6 +228,7 @@ impl Replica {
     pub(crate) fn tick_reads(&mut self) {
         let now = self.now;
         if let Some((ballot, _)) = self.leading() {
+            self.confirm_round_if_quorum();
             if let Some(round) = self.reads.round.as_mut() {
                 if now >= round.resend_at {
                     round.resend_at = now + self.config.retry_ticks;

@@ -10,15 +10,21 @@
 //!   client was told, and every node's final state covers it;
 //! - refusals: a write the node answered "no quorum" or "unavailable" never takes effect;
 //! - linearizability of each key's client history (`linearizability.rs`);
-//! - convergence: after the faults heal, every node stands at the same slot with the same digest.
+//! - convergence: after the faults heal, every node stands at the same slot with the same digest
+//!   and the same membership;
+//! - quorums: every decided slot was voted for, at one ballot, by a majority of the voters of
+//!   the membership that governs it (so no two memberships can both decide a slot, and no
+//!   learner's or removed member's vote ever made a decision), and that ballot's phase 1 had
+//!   complete promises covering the slot from a majority of the same membership.
 
 use super::client::{HistEntry, Result};
 use super::kv::ModelKv;
 use super::linearizability::{check_key, HistOp, NotLinearizable, Observed};
 use super::node::SimNode;
 use consens::internals::node::driver::Observed as DriverObserved;
-use consens::internals::paxos::types::{CommandId, Outcome, Slot, Value};
-use std::collections::BTreeMap;
+use consens::internals::paxos::types::{Ballot, CommandId, NodeId, Outcome, Slot, Value};
+use consens::internals::paxos::MemberHistory;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What the checker learned so far, and what went wrong.
 pub struct Checker {
@@ -32,19 +38,115 @@ pub struct Checker {
     model: ModelKv,
     /// Per node: the last slot this incarnation applied (or loaded).
     last_applied: Vec<Slot>,
+    /// Votes seen on the wire for slots not yet applied anywhere: slot -> ballot -> voters.
+    votes: BTreeMap<Slot, BTreeMap<Ballot, BTreeSet<NodeId>>>,
+    /// Promises seen on the wire: ballot -> acceptor -> (first slot covered, complete).
+    promises: BTreeMap<Ballot, BTreeMap<NodeId, (Slot, bool)>>,
     pub violations: Vec<String>,
 }
 
 impl Checker {
-    pub fn new(members: usize) -> Checker {
+    pub fn new(members: usize, first: MemberHistory) -> Checker {
         Checker {
             chosen: BTreeMap::new(),
             digests: BTreeMap::from([(0, 0)]),
             outcomes: BTreeMap::new(),
-            model: ModelKv::default(),
+            model: ModelKv::new(first),
             last_applied: vec![0; members],
+            votes: BTreeMap::new(),
+            promises: BTreeMap::new(),
             violations: Vec::new(),
         }
+    }
+
+    /// A node joined the cluster (it has applied nothing yet).
+    pub fn node_added(&mut self) {
+        self.last_applied.push(0);
+    }
+
+    /// The membership history of the chosen sequence so far.
+    pub fn members(&self) -> &MemberHistory {
+        self.model.members()
+    }
+
+    /// The highest slot any node has applied.
+    pub fn chosen_upto(&self) -> Slot {
+        self.chosen.last_key_value().map_or(0, |(slot, _)| *slot)
+    }
+
+    /// Votes sent on the wire: `voter` voted at `ballot` for `slots`.
+    pub fn votes_sent(&mut self, voter: NodeId, ballot: Ballot, slots: &[Slot]) {
+        let upto = self.chosen_upto();
+        for &slot in slots.iter().filter(|s| **s > upto) {
+            self.votes
+                .entry(slot)
+                .or_default()
+                .entry(ballot)
+                .or_default()
+                .insert(voter);
+        }
+    }
+
+    /// A promise sent on the wire: `acceptor` promised `ballot` for the slots from `first`
+    /// (one chunk; `last` if it completes the promise).
+    pub fn promise_sent(&mut self, acceptor: NodeId, ballot: Ballot, first: Slot, last: bool) {
+        let entry = self
+            .promises
+            .entry(ballot)
+            .or_default()
+            .entry(acceptor)
+            .or_insert((first, false));
+        entry.0 = entry.0.min(first);
+        entry.1 |= last;
+    }
+
+    /// Why `slot` was not decided by the rule, if it was not: a majority of the voters of its
+    /// membership must have voted for it at one ballot, whose phase 1 had complete promises
+    /// covering the slot from a majority of that same membership. A leader's own vote and
+    /// promise never cross the wire: they count as given at its own ballot (and a lone voter,
+    /// who sends no messages at all, decides alone).
+    fn not_decided_by_the_rule(&mut self, slot: Slot) -> Option<String> {
+        let membership = self.model.members().at(slot);
+        let majority = |members: &BTreeSet<NodeId>| {
+            let held = membership
+                .voters()
+                .iter()
+                .filter(|v| members.contains(v))
+                .count();
+            held >= membership.quorum()
+        };
+        let Some(by_ballot) = self.votes.remove(&slot) else {
+            return (membership.voters().len() != 1)
+                .then(|| "no votes for it were ever sent".to_string());
+        };
+        let mut voted_at = Vec::new();
+        for (ballot, mut voters) in by_ballot {
+            voters.insert(ballot.node);
+            if !majority(&voters) {
+                continue;
+            }
+            let mut promised: BTreeSet<NodeId> = self
+                .promises
+                .get(&ballot)
+                .into_iter()
+                .flatten()
+                .filter(|(_, (first, complete))| *complete && *first <= slot)
+                .map(|(acceptor, _)| *acceptor)
+                .collect();
+            promised.insert(ballot.node);
+            if majority(&promised) {
+                return None;
+            }
+            voted_at.push(ballot);
+        }
+        Some(if voted_at.is_empty() {
+            "no majority of its membership's voters voted for it at one ballot".to_string()
+        } else {
+            format!(
+                "it was voted for at {voted_at:?}, but no majority of its membership's voters \
+                 had promised that ballot for it"
+            )
+        })
     }
 
     /// Node `node` (re)started with its state machine at `slot` with `digest` (from its newest
@@ -123,11 +225,14 @@ impl Checker {
                          applied slot {next}"
                     ));
                 }
+                if let Some(why) = self.not_decided_by_the_rule(slot) {
+                    self.violations.push(format!(
+                        "quorums: slot {slot} ({value:?}) was decided, but {why} (voters {:?})",
+                        self.model.members().at(slot).voters()
+                    ));
+                }
                 self.chosen.insert(slot, value.clone());
-                let model = match value {
-                    Value::Command(c) => self.model.apply(slot, c.id, &c.op),
-                    Value::Noop => None,
-                };
+                let model = self.model.apply(slot, value);
                 if model.as_ref() != outcome {
                     self.violations.push(format!(
                         "state: n{node} applied slot {slot} with {outcome:?}, the model gives \
@@ -153,10 +258,14 @@ impl Checker {
     }
 
     /// End-of-run checks, once every node is up and the cluster has settled.
-    pub fn finish(&mut self, nodes: &mut [SimNode], history: &[HistEntry]) {
+    /// Nodes in `retired` left the cluster for good and are not checked for convergence.
+    pub fn finish(&mut self, nodes: &mut [SimNode], retired: &[bool], history: &[HistEntry]) {
         // Agreement of what each core holds as decided, beyond what was applied.
         let mut finals = Vec::new();
         for (i, node) in nodes.iter_mut().enumerate() {
+            if retired[i] {
+                continue;
+            }
             let Some(driver) = node.driver.as_mut() else {
                 self.violations
                     .push(format!("convergence: n{i} is down at the end"));
@@ -173,6 +282,14 @@ impl Checker {
                 }
             }
             let (slot, digest) = driver.applied_digest();
+            let members = driver.kv().members().latest();
+            if members != self.model.members().latest() {
+                self.violations.push(format!(
+                    "convergence: n{i} ends with members {members:?}, the chosen sequence gives \
+                     {:?}",
+                    self.model.members().latest()
+                ));
+            }
             finals.push((i, slot, digest));
         }
         // Convergence: the same slot and the same state everywhere.

@@ -299,6 +299,17 @@ impl Clients {
         }
     }
 
+    /// Node `from` left the cluster for good: its clients' operations end without an answer
+    /// and the clients carry on at node `to`.
+    pub fn move_clients(&mut self, from: usize, to: usize) {
+        self.node_crashed(from);
+        for client in &mut self.clients {
+            if client.node == from {
+                client.node = to;
+            }
+        }
+    }
+
     /// Moves every deadline to at most `deadline` (liveness after the faults heal).
     pub fn set_deadlines(&mut self, deadline: u64) {
         for client in &mut self.clients {

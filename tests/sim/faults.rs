@@ -1,7 +1,8 @@
 //! The fault schedule of the chaos phases: changing network conditions, partitions (an isolated
 //! leader, a minority/majority split), crashes of one node, of the leader, or of all nodes at
 //! once, disk loss on at most a minority of nodes at a time, and operators asking any node to
-//! move leadership to any member (up or down, caught up or not). It only decides; the
+//! move leadership to any member (up or down, caught up or not), and operators changing the
+//! membership (add, promote, remove: together, replacing members). It only decides; the
 //! simulation (`mod.rs`) carries the faults out.
 
 use super::network::Conditions;
@@ -29,6 +30,8 @@ pub const DOWN_TICKS_MAX: u64 = 250;
 pub const DISK_LOSS_PER_MILLE: u64 = 300;
 /// Chance per tick that a leadership transfer is asked for, in thousandths.
 pub const TRANSFER_PER_MILLE: u64 = 4;
+/// Chance per tick that an operator asks for a membership change, in thousandths.
+pub const MEMBER_CHANGE_PER_MILLE: u64 = 5;
 
 /// A fault to carry out now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +68,10 @@ pub enum Fault {
     TransferLeader {
         via: usize,
         to: usize,
+    },
+    /// An operator asks for a membership change; `pick` chooses which, and of which node.
+    ChangeMembers {
+        pick: u64,
     },
 }
 
@@ -146,6 +153,11 @@ impl Schedule {
             faults.push(Fault::TransferLeader {
                 via: rng.index(members),
                 to: rng.index(members),
+            });
+        }
+        if rng.chance(MEMBER_CHANGE_PER_MILLE) {
+            faults.push(Fault::ChangeMembers {
+                pick: rng.next_u64(),
             });
         }
         faults

@@ -2,28 +2,50 @@
 //! the semantics of `consens::internals::paxos::types::{Op, Outcome}` and nothing more: a put writes
 //! revision = slot; `expect: Some(r)` is a compare-and-swap on the key's revision (0 = absent);
 //! a delete removes. It applies each command id at most once (a command decided in two slots
-//! takes effect in the first).
+//! takes effect in the first). Membership changes are folded with the library's own
+//! `MemberHistory` (its rules have unit tests; what the simulator checks is that the core
+//! decides every slot with a majority of the membership this history gives it).
 
 use bytes::Bytes;
-use consens::internals::paxos::types::{CommandId, Entry, Op, Outcome, Slot};
+use consens::internals::paxos::types::{CommandId, Entry, Op, Outcome, Slot, Value};
+use consens::internals::paxos::MemberHistory;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One node's key-value state.
-#[derive(Default)]
 pub struct ModelKv {
     entries: BTreeMap<Bytes, Entry>,
     /// Command ids already applied (the at-most-once rule).
     applied_ids: BTreeSet<CommandId>,
+    /// Which membership governs which slot, folded up to the last applied slot.
+    members: MemberHistory,
 }
 
 impl ModelKv {
-    /// Applies `op` decided in `slot`; `None` if command `id` was already applied, or if it is a
-    /// membership change (`checks.rs` follows those with its own history).
-    pub fn apply(&mut self, slot: Slot, id: CommandId, op: &Op) -> Option<Outcome> {
-        if !self.applied_ids.insert(id) {
+    /// An empty state of a cluster that starts with `members`.
+    pub fn new(members: MemberHistory) -> ModelKv {
+        ModelKv {
+            entries: BTreeMap::new(),
+            applied_ids: BTreeSet::new(),
+            members,
+        }
+    }
+
+    /// The membership history, folded up to the last applied slot (never trimmed).
+    pub fn members(&self) -> &MemberHistory {
+        &self.members
+    }
+
+    /// Applies `value` decided in `slot`; `None` for a no-op and for a command whose id was
+    /// already applied.
+    pub fn apply(&mut self, slot: Slot, value: &Value) -> Option<Outcome> {
+        let changed = self.members.fold(slot, value);
+        let Value::Command(command) = value else {
+            return None;
+        };
+        if !self.applied_ids.insert(command.id) {
             return None;
         }
-        Some(match op {
+        Some(match &command.op {
             Op::Put { key, value, expect } => {
                 let current = self.entries.get(key).map_or(0, |e| e.revision);
                 if let Some(expected) = expect {
@@ -48,8 +70,14 @@ impl ModelKv {
                 Some(_) => Outcome::Deleted,
                 None => Outcome::NotFound,
             },
-            // Its outcome depends on the membership, which the checker's history decides.
-            Op::ChangeMembers(_) => return None,
+            Op::ChangeMembers(_) => match changed {
+                Some(Ok(added)) => Outcome::MembersChanged {
+                    added,
+                    effective: self.members.pending_start(slot).unwrap_or(slot + 1),
+                },
+                Some(Err(refused)) => Outcome::MembersRefused(refused),
+                None => return None,
+            },
         })
     }
 }

@@ -20,12 +20,16 @@ use checks::Checker;
 use client::Clients;
 use consens::internals::node::driver::{Observed, PlantedBug};
 use consens::internals::node::handle::Request;
-use consens::internals::paxos::types::{NodeId, Value};
-use consens::internals::paxos::{Config, Membership, Role};
+use consens::internals::paxos::membership::{MemberChange, MemberRole};
+use consens::internals::paxos::types::{NodeId, Op, Outcome, Slot, Value};
+use consens::internals::paxos::{Config, MemberHistory, Membership, Role};
+use consens::internals::server::StoreError;
 use faults::{Fault, Schedule};
 use network::{Conditions, Network};
 use node::{NodeSetup, SimNode, TICK_MS};
 use rng::{SimRng, TraceHash};
+use std::collections::BTreeSet;
+use tokio::sync::oneshot::{self, error::TryRecvError};
 
 /// Chaos and heal alternate this many times per run.
 pub const CYCLES: usize = 2;
@@ -59,6 +63,14 @@ pub const SNAPSHOT_EVERY_SLOTS_MAX: u64 = 60;
 /// Per seed, the core keeps this many decided slots below a snapshot for peers a little behind
 /// (drawn from the range): a follower further behind must install a snapshot.
 pub const LOG_RETAIN_SLOTS_MAX: u64 = 30;
+/// Per seed, a membership change takes effect this many slots after its decision (drawn from
+/// the range): small, so that changes take effect within a run and overlap with faults.
+pub const MEMBER_CHANGE_DELAY_SLOTS_MIN: u64 = 2;
+pub const MEMBER_CHANGE_DELAY_SLOTS_MAX: u64 = 40;
+/// The membership nemesis grows the voters up to this many and shrinks them down to
+/// `VOTERS_KEPT_MIN` (changes asked for before earlier ones are decided may overshoot).
+pub const VOTERS_GROWN_MAX: usize = 7;
+pub const VOTERS_KEPT_MIN: usize = 3;
 /// Chance that an isolated leader's clock also runs slow (so it keeps leading longer, which a
 /// correct core must survive: it may rely on no clock for safety), in thousandths.
 pub const SLOW_ISOLATED_LEADER_PER_MILLE: u64 = 500;
@@ -74,6 +86,8 @@ pub struct Report {
     /// Snapshots taken and installed from peers in the run (every run must have some).
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
+    /// Membership changes that took effect (decided and not refused).
+    pub member_changes: u64,
     pub trace_hash: u64,
     /// The run's trace (faults, client operations, answers), for replays and failures.
     pub trace: Vec<String>,
@@ -87,6 +101,7 @@ struct Timers {
     retry_ticks: u64,
     command_retry_ticks: u64,
     log_retain_slots: u64,
+    member_change_delay_slots: u64,
 }
 
 struct Simulation {
@@ -106,6 +121,14 @@ struct Simulation {
     slow_until: Option<u64>,
     /// When each crashed node restarts (chaos only).
     down_until: Vec<Option<u64>>,
+    /// Nodes removed from the cluster and stopped for good, as an operator would.
+    retired: Vec<bool>,
+    /// Removed nodes to stop once their removal is in force: (node, first slot without it).
+    retire_at: Vec<(usize, Slot)>,
+    /// Slots of the membership changes already acted on.
+    member_changes_seen: BTreeSet<Slot>,
+    /// Answers to membership changes asked for (kept open, or the driver drops the request).
+    operator_answers: Vec<oneshot::Receiver<std::result::Result<Outcome, StoreError>>>,
     healed: bool,
     /// When the faults last healed.
     healed_at: u64,
@@ -128,7 +151,13 @@ pub fn run_with(seed: u64, planted_bug: Option<PlantedBug>) -> Report {
         retry_ticks: rng.between(2, 8),
         command_retry_ticks: rng.between(5, 30),
         log_retain_slots: rng.below(LOG_RETAIN_SLOTS_MAX + 1),
+        member_change_delay_slots: rng
+            .between(MEMBER_CHANGE_DELAY_SLOTS_MIN, MEMBER_CHANGE_DELAY_SLOTS_MAX),
     };
+    let first = MemberHistory::new(
+        Membership::first_ids(members).expect("3 or 5 voters"),
+        timers.member_change_delay_slots,
+    );
     let setup = NodeSetup {
         request_timeout_ms: REQUEST_TIMEOUT_TICKS * TICK_MS,
         snapshot_every_slots: rng.between(SNAPSHOT_EVERY_SLOTS_MIN, SNAPSHOT_EVERY_SLOTS_MAX),
@@ -145,11 +174,15 @@ pub fn run_with(seed: u64, planted_bug: Option<PlantedBug>) -> Report {
             .collect(),
         network: Network::new(),
         clients: Clients::new(2 * n + EXTRA_CLIENTS, n),
-        checker: Checker::new(n),
+        checker: Checker::new(n, first),
         schedule: Schedule::new(),
         tick_per_mille: vec![1000; n],
         slow_until: None,
         down_until: vec![None; n],
+        retired: vec![false; n],
+        retire_at: Vec::new(),
+        member_changes_seen: BTreeSet::new(),
+        operator_answers: Vec::new(),
         healed: false,
         healed_at: 0,
         faults: 0,
@@ -159,13 +192,14 @@ pub fn run_with(seed: u64, planted_bug: Option<PlantedBug>) -> Report {
     };
     sim.trace.push(format!(
         "seed {seed}: {n} nodes, election timeout {} ticks, heartbeat {}, retry {}, command retry {}, \
-         snapshot every {} slots, {} slots retained",
+         snapshot every {} slots, {} slots retained, changes take effect after {} slots",
         sim.timers.election_timeout_ticks,
         sim.timers.heartbeat_ticks,
         sim.timers.retry_ticks,
         sim.timers.command_retry_ticks,
         sim.setup.snapshot_every_slots,
         sim.timers.log_retain_slots,
+        sim.timers.member_change_delay_slots,
     ));
     for i in 0..n {
         sim.start(i);
@@ -190,7 +224,8 @@ pub fn run_with(seed: u64, planted_bug: Option<PlantedBug>) -> Report {
     for _ in 0..SETTLE_TICKS {
         sim.step(false);
     }
-    sim.checker.finish(&mut sim.nodes, &sim.clients.history);
+    sim.checker
+        .finish(&mut sim.nodes, &sim.retired, &sim.clients.history);
     sim.hash.add(sim.rng.next_u64());
     let snapshots_taken = sim.nodes.iter().map(|n| n.snapshots_taken).sum();
     Report {
@@ -201,6 +236,7 @@ pub fn run_with(seed: u64, planted_bug: Option<PlantedBug>) -> Report {
         violations: sim.checker.violations,
         snapshots_taken,
         snapshots_installed: sim.snapshots_installed,
+        member_changes: sim.member_changes_seen.len() as u64,
         trace_hash: sim.hash.value(),
         trace: sim.trace,
     }
@@ -215,6 +251,10 @@ impl Simulation {
         config.retry_ticks = self.timers.retry_ticks;
         config.command_retry_ticks = self.timers.command_retry_ticks;
         config.log_retain_slots = self.timers.log_retain_slots;
+        config.member_change_delay_slots = self.timers.member_change_delay_slots;
+        // A node the cluster added starts its first life as a new member; after that its disk
+        // says what it is.
+        config.new_member = i >= usize::from(self.members) && !self.nodes[i].has_started();
         config
     }
 
@@ -256,8 +296,15 @@ impl Simulation {
             })
     }
 
-    /// At most a minority may be without their durable state at once.
+    /// At most a minority may be without their durable state at once. And only while the
+    /// cluster still has its first membership: a member that lost its disk rejoins through the
+    /// safe join, which asks the newest voters it knows, and with an empty disk it knows only
+    /// the first ones. After a change, a lost disk means replacing the member (a new one is
+    /// added, the old one removed), which the membership nemesis does.
     fn may_lose_disk(&self, i: usize) -> bool {
+        if !self.member_changes_seen.is_empty() {
+            return false;
+        }
         let stateless = (0..self.nodes.len())
             .filter(|&j| j != i && self.nodes[j].is_stateless())
             .count();
@@ -266,6 +313,9 @@ impl Simulation {
 
     fn chaos(&mut self) {
         for i in 0..self.nodes.len() {
+            if self.retired[i] {
+                continue;
+            }
             if self.down_until[i].is_some_and(|until| self.now >= until) {
                 self.start(i);
                 self.trace.push(format!("t{} n{i} restarted", self.now));
@@ -340,6 +390,10 @@ impl Simulation {
                         self.crash(i, false, until);
                     }
                 }
+                Fault::ChangeMembers { pick } => {
+                    self.faults += 1;
+                    self.ask_member_change(pick);
+                }
                 Fault::TransferLeader { via, to } => {
                     self.faults += 1;
                     self.trace
@@ -366,7 +420,7 @@ impl Simulation {
         self.tick_per_mille = vec![1000; self.nodes.len()];
         self.slow_until = None;
         for i in 0..self.nodes.len() {
-            if !self.nodes[i].is_up() {
+            if !self.nodes[i].is_up() && !self.retired[i] {
                 self.start(i);
             }
         }
@@ -397,9 +451,15 @@ impl Simulation {
                 &mut self.trace,
             );
         }
+        for (voter, ballot, slots) in std::mem::take(&mut self.network.votes) {
+            self.checker.votes_sent(voter, ballot, &slots);
+        }
+        for (acceptor, ballot, first, last) in std::mem::take(&mut self.network.promises) {
+            self.checker.promise_sent(acceptor, ballot, first, last);
+        }
         for envelope in self.network.due(now) {
             let to = usize::from(envelope.to.0);
-            if self.nodes[to].is_up() {
+            if self.nodes.get(to).is_some_and(|n| n.is_up()) {
                 self.hash.add(now);
                 self.hash
                     .add(u64::from(envelope.from.0) << 16 | u64::from(envelope.to.0));
@@ -420,6 +480,9 @@ impl Simulation {
                 self.handle(i, event);
             }
         }
+        self.retire_removed();
+        self.operator_answers
+            .retain_mut(|answer| matches!(answer.try_recv(), Err(TryRecvError::Empty)));
         let (answered, dropped) = self.clients.poll(&mut self.trace);
         self.checker.violations.extend(dropped);
         for h in answered {
@@ -459,6 +522,121 @@ impl Simulation {
         }
     }
 
+    /// An operator asks a random running node for a membership change that keeps the cluster
+    /// between `VOTERS_KEPT_MIN` and `VOTERS_GROWN_MAX` voters: add a learner, promote one,
+    /// remove a learner or a voter (perhaps the leader). A series of them replaces members.
+    fn ask_member_change(&mut self, pick: u64) {
+        let latest = self.checker.members().latest().clone();
+        let voters = latest.voters().to_vec();
+        let learners: Vec<NodeId> = latest
+            .members()
+            .iter()
+            .filter(|m| m.role == MemberRole::Learner)
+            .map(|m| m.id)
+            .collect();
+        let change = if !learners.is_empty() && pick % 4 != 0 {
+            let id = learners[(pick / 4) as usize % learners.len()];
+            if voters.len() < VOTERS_GROWN_MAX {
+                MemberChange::Promote { id }
+            } else {
+                MemberChange::Remove { id }
+            }
+        } else if voters.len() > VOTERS_KEPT_MIN && pick % 2 == 0 {
+            MemberChange::Remove {
+                id: voters[(pick / 2) as usize % voters.len()],
+            }
+        } else {
+            MemberChange::AddLearner {
+                addr: format!("sim:{}", latest.next_id()),
+            }
+        };
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_up())
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let via = running[(pick / 16) as usize % running.len()];
+        self.trace.push(format!(
+            "t{} member change {change:?} asked of n{via}",
+            self.now
+        ));
+        let (reply, answer) = oneshot::channel();
+        self.nodes[via].request(Request::Write {
+            op: Op::ChangeMembers(change),
+            reply,
+        });
+        self.operator_answers.push(answer);
+    }
+
+    /// A membership change decided in `slot` was applied (by some node; acted on once): a new
+    /// member is started, a removed one is stopped once its removal is in force.
+    fn member_change_applied(&mut self, slot: Slot, change: &MemberChange, outcome: &Outcome) {
+        let Outcome::MembersChanged { added, effective } = outcome else {
+            return;
+        };
+        if !self.member_changes_seen.insert(slot) {
+            return;
+        }
+        self.trace.push(format!(
+            "t{} member change {change:?} decided at slot {slot}, in force from slot {effective}",
+            self.now
+        ));
+        if let Some(id) = added {
+            let i = usize::from(id.0);
+            assert_eq!(i, self.nodes.len(), "member ids are handed out in order");
+            self.nodes.push(SimNode::new(*id, self.members));
+            self.tick_per_mille.push(1000);
+            self.down_until.push(None);
+            self.retired.push(false);
+            self.checker.node_added();
+            self.start(i);
+        }
+        if let MemberChange::Remove { id } = change {
+            self.retire_at.push((usize::from(id.0), *effective));
+        }
+    }
+
+    /// Stops, for good, the removed members whose removal is in force at every member that
+    /// stays (each of them holds every slot before it decided); their clients move to a member
+    /// that stays. Stopping one earlier can lose the cluster: a member that stays but missed
+    /// the last slots of the old membership needs that membership's majority to learn them,
+    /// and the removed member may be part of every such majority (`docs/operations.md`).
+    fn retire_removed(&mut self) {
+        let stays: Vec<usize> = self
+            .checker
+            .members()
+            .latest()
+            .members()
+            .iter()
+            .map(|m| usize::from(m.id.0))
+            .collect();
+        let caught_up = |nodes: &[SimNode], from: Slot| {
+            stays.iter().all(|&j| {
+                nodes[j]
+                    .driver
+                    .as_ref()
+                    .is_some_and(|d| d.replica().status().decided + 1 >= from)
+            })
+        };
+        let due: Vec<usize> = self
+            .retire_at
+            .iter()
+            .filter(|(_, from)| caught_up(&self.nodes, *from))
+            .map(|(i, _)| *i)
+            .collect();
+        self.retire_at.retain(|(i, _)| !due.contains(i));
+        for i in due {
+            let stays = self.checker.members().latest().voters()[0];
+            self.nodes[i].crash(false);
+            self.retired[i] = true;
+            self.down_until[i] = None;
+            self.clients.move_clients(i, usize::from(stays.0));
+            self.trace
+                .push(format!("t{} n{i} left the cluster and stopped", self.now));
+        }
+    }
+
     /// Every running node's view, for the trace.
     fn status_line(&self) -> String {
         let status: Vec<String> = self
@@ -485,11 +663,19 @@ impl Simulation {
 
     fn handle(&mut self, i: usize, event: &Observed) {
         match event {
-            Observed::Applied { slot, value, .. } => {
+            Observed::Applied {
+                slot,
+                value,
+                outcome,
+                ..
+            } => {
                 self.hash.add(i as u64);
                 self.hash.add(*slot);
                 if let Value::Command(c) = value {
                     self.hash.add(c.id.seq);
+                    if let (Op::ChangeMembers(change), Some(outcome)) = (&c.op, outcome) {
+                        self.member_change_applied(*slot, change, outcome);
+                    }
                 }
             }
             Observed::SnapshotInstalled { slot, .. } => {

@@ -5,7 +5,8 @@
 
 use super::rng::SimRng;
 use consens::internals::net::wire::Wire;
-use consens::internals::paxos::types::NodeId;
+use consens::internals::paxos::types::{Ballot, NodeId, Slot};
+use consens::internals::paxos::Message;
 use std::collections::BTreeMap;
 
 /// How hostile the network is right now.
@@ -54,6 +55,12 @@ pub struct Network {
     partition: Option<Vec<u8>>,
     /// Messages handed to the network, for the summary.
     pub messages_sent: u64,
+    /// Votes sent since the checker last took them: (voter, ballot, slots). A vote counts as
+    /// given once sent, whether or not the network delivers it.
+    pub votes: Vec<(NodeId, Ballot, Vec<Slot>)>,
+    /// Promises sent since the checker last took them: (acceptor, ballot, first slot of the
+    /// chunk, whether it is the last chunk).
+    pub promises: Vec<(NodeId, Ballot, Slot, bool)>,
 }
 
 impl Network {
@@ -64,10 +71,12 @@ impl Network {
             conditions: Conditions::perfect(),
             partition: None,
             messages_sent: 0,
+            votes: Vec::new(),
+            promises: Vec::new(),
         }
     }
 
-    /// Splits the cluster: `groups[i]` is node i's side.
+    /// Splits the cluster: `groups[i]` is node i's side (a node added since is on side 0).
     pub fn partition(&mut self, groups: Vec<u8>) {
         self.partition = Some(groups);
     }
@@ -79,13 +88,28 @@ impl Network {
     fn connected(&self, a: NodeId, b: NodeId) -> bool {
         match &self.partition {
             None => true,
-            Some(groups) => groups[usize::from(a.0)] == groups[usize::from(b.0)],
+            Some(groups) => {
+                let side = |n: NodeId| groups.get(usize::from(n.0)).copied().unwrap_or(0);
+                side(a) == side(b)
+            }
         }
     }
 
     /// Hands `message` to the network at tick `now`.
     pub fn send(&mut self, rng: &mut SimRng, now: u64, from: NodeId, to: NodeId, message: Wire) {
         self.messages_sent += 1;
+        match &message {
+            Wire::Paxos(Message::Accepted { ballot, slots }) => {
+                self.votes.push((from, *ballot, slots.clone()));
+            }
+            Wire::Paxos(Message::Promise {
+                ballot,
+                from: first,
+                more,
+                ..
+            }) => self.promises.push((from, *ballot, *first, !more)),
+            _ => {}
+        }
         if !self.connected(from, to) || rng.chance(self.conditions.loss_per_mille) {
             return;
         }

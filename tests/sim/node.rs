@@ -94,6 +94,11 @@ impl SimNode {
         }
     }
 
+    /// Whether the node has ever been started.
+    pub fn has_started(&self) -> bool {
+        self.boots > 0
+    }
+
     pub fn is_up(&self) -> bool {
         self.driver.is_some()
     }
