@@ -601,7 +601,8 @@ impl Simulation {
     /// stays (each of them holds every slot before it decided); their clients move to a member
     /// that stays. Stopping one earlier can lose the cluster: a member that stays but missed
     /// the last slots of the old membership needs that membership's majority to learn them,
-    /// and the removed member may be part of every such majority (`docs/operations.md`).
+    /// and the removed member may be part of every such majority (`docs/paxos.md`, "Membership
+    /// changes").
     fn retire_removed(&mut self) {
         let stays: Vec<usize> = self
             .checker
