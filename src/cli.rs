@@ -181,25 +181,17 @@ fn recover(data_dir: &std::path::Path, force: bool) -> ExitCode {
     }
     match crate::node::recover::force_new_cluster(data_dir) {
         Ok(recovery) => {
-            let own = recovery.after.own_addr();
-            let lost: Vec<String> = recovery
-                .before
-                .members
-                .iter()
-                .filter(|m| m.id != recovery.after.node_id)
-                .map(|m| format!("{} at {}", m.id.0, m.addr))
-                .collect();
             println!(
-                "{} is now a cluster of one member: member {} at {own} (cluster {:016x}); \
-                 removed members: {}. Start it with its usual --port/--advertise and no --cluster.",
+                "{} is now a cluster of one member: member {} at {} (cluster {:016x}); every \
+                 other member is removed. {} slot(s) it had voted for without knowing them \
+                 decided are now decided; the change is in slot {}. Start it with its usual \
+                 --port/--advertise and no --cluster; other machines join it with --join.",
                 data_dir.display(),
-                recovery.after.node_id.0,
-                recovery.after.cluster_id,
-                if lost.is_empty() {
-                    "none".to_string()
-                } else {
-                    lost.join(", ")
-                }
+                recovery.identity.node_id.0,
+                recovery.identity.own_addr(),
+                recovery.identity.cluster_id,
+                recovery.votes_decided,
+                recovery.forced_at,
             );
             ExitCode::SUCCESS
         }

@@ -151,6 +151,8 @@ pub struct ServeConfig {
     pub cluster_key: Option<ClusterKey>,
     /// A deliberately broken WAL sync (tests only).
     pub planted_sync_bug: Option<PlantedSyncBug>,
+    /// `--cluster` named other members (a restart may leave it out).
+    pub cluster_given: bool,
 }
 
 impl ServeConfig {
@@ -214,6 +216,7 @@ impl ServeConfig {
             worker_threads: usize::from(args.worker_threads),
             cluster_key,
             planted_sync_bug: args.planted_sync_bug,
+            cluster_given: members.len() > 1,
         })
     }
 
@@ -222,7 +225,11 @@ impl ServeConfig {
     pub fn with_identity(mut self, identity: &crate::node::identity::Identity) -> ServeConfig {
         self.cluster_id = identity.cluster_id;
         self.node_id = identity.node_id;
-        self.members = identity.members.clone();
+        self.members = if identity.joined() {
+            identity.peers.clone()
+        } else {
+            identity.members.clone()
+        };
         self
     }
 

@@ -188,7 +188,7 @@ pub fn store(dir: &Path, cluster_id: u64, slot: u64, payload: &[u8]) -> Result<(
     Ok(())
 }
 
-fn list(dir: &Path) -> Result<Vec<u64>, SnapshotError> {
+pub(crate) fn list(dir: &Path) -> Result<Vec<u64>, SnapshotError> {
     let entries = fs::read_dir(dir).map_err(|source| SnapshotError::Io {
         path: dir.to_path_buf(),
         source,

@@ -18,7 +18,7 @@ use crate::paxos::types::NodeId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Capacity of the queue from the receive task to the event loop; beyond it datagrams are dropped.
 pub const INBOUND_QUEUE_DATAGRAMS_MAX: usize = 8192;
@@ -262,10 +262,19 @@ impl PeerNet {
         &self.metrics
     }
 
+    /// From now on, sends to these members (the address book changed with the membership).
+    pub fn set_members(&mut self, members: Vec<Member>) {
+        self.members = members;
+    }
+
     /// Sends `wire` to member `to`, or drops it (counted) if it cannot go right now.
     pub fn send(&mut self, to: NodeId, wire: &Wire) {
         let Some(addr) = self.members.iter().find(|m| m.id == to).map(|m| m.addr) else {
-            panic!("the core addressed {to}, which is not a member");
+            // A member whose address in the log is unusable: the core retries, the operator
+            // sees the member never answer.
+            tracing::debug!(%to, "datagram to a member with no address dropped");
+            self.metrics.datagrams_send_failed.inc();
+            return;
         };
         self.buf.clear();
         if let Err(e) = codec::encode_keyed(&self.header, wire, self.key.as_ref(), &mut self.buf) {
@@ -291,12 +300,13 @@ impl PeerNet {
 }
 
 /// Receives datagrams until the queue to the event loop closes. With a `key`, only datagrams
-/// whose MAC verifies reach the event loop.
+/// whose MAC verifies reach the event loop; only those from a member of the address book
+/// (`members`, which the event loop updates as the membership changes) at its address do.
 pub async fn receive_loop(
     socket: Arc<UdpSocket>,
     cluster: u64,
     key: Option<ClusterKey>,
-    members: Vec<Member>,
+    members: watch::Receiver<Vec<Member>>,
     inbound: mpsc::Sender<(NodeId, Wire)>,
     metrics: Arc<Metrics>,
 ) {
@@ -326,6 +336,7 @@ pub async fn receive_loop(
             }
         };
         let sender_ok = members
+            .borrow()
             .iter()
             .any(|m| m.id == header.from && m.addr == from_addr);
         if !sender_ok {

@@ -48,7 +48,9 @@ pub const STATUS_REFRESH_TICKS: u64 = 5;
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
     pub node: NodeId,
-    /// Every member's id and peer address, by id.
+    /// The members this node knows of from its identity: the cluster's first members, and for
+    /// a node that joined, those it was told of then. The address book is built from the
+    /// membership in the log; these stand in only while this node does not find itself there.
     pub members: Vec<Member>,
     /// The address this node advertises (shown on `/_status`).
     pub advertise: String,
@@ -158,6 +160,9 @@ pub struct Effects {
     pub storage: Vec<StorageOp>,
     pub snapshot_writes: Vec<SnapshotWrite>,
     pub status: Option<Published>,
+    /// The peers' addresses, whenever they change (and in the first effects): send to these,
+    /// and take datagrams only from these.
+    pub address_book: Option<Vec<Member>>,
     /// Decided values the core no longer keeps (a snapshot interval of commands takes
     /// milliseconds to free).
     pub forgotten: Vec<BTreeMap<Slot, Value>>,
@@ -263,6 +268,10 @@ pub struct Driver {
     wal_bytes_at_snapshot: u64,
     /// The role and leader the last published status showed.
     published_view: Option<(Role, Option<NodeId>)>,
+    /// The members in force as the address book was last built from them.
+    members_in_force: Vec<crate::paxos::Member>,
+    /// Every peer's id and address (`Effects::address_book`).
+    address_book: Vec<Member>,
     effects: Effects,
     observed: Option<Vec<Observed>>,
 }
@@ -334,6 +343,8 @@ impl Driver {
             wal_bytes: 0,
             wal_bytes_at_snapshot: 0,
             published_view: None,
+            members_in_force: Vec::new(),
+            address_book: Vec::new(),
             effects,
             observed: config.observe.then(Vec::new),
             config,
@@ -640,8 +651,47 @@ impl Driver {
                 self.transfer.send_latest(peer);
             }
         }
+        self.refresh_address_book();
         self.publish_status_on_role_change();
         self.settle_transfers();
+    }
+
+    /// Rebuilds the address book when the members in force change: every member of a
+    /// membership in force, and, while this node does not find itself among them (a new member
+    /// still catching up), the members its identity knows of. A member removed for good drops
+    /// out, and with it its datagrams.
+    fn refresh_address_book(&mut self) {
+        let in_force = self.replica.members_in_force();
+        if in_force == self.members_in_force && !self.address_book.is_empty() {
+            return;
+        }
+        let mut book: Vec<Member> = Vec::new();
+        for m in &in_force {
+            match m.addr.parse() {
+                Ok(addr) => book.push(Member { id: m.id, addr }),
+                // The core never resolves addresses; the servers put resolved ones in the log.
+                Err(e) => tracing::warn!(id = %m.id, addr = %m.addr, error = %e,
+                    "a member's address in the log is not ip:port; it cannot be reached"),
+            }
+        }
+        if !in_force.iter().any(|m| m.id == self.config.node) {
+            for hint in &self.config.members {
+                if !book.iter().any(|m| m.id == hint.id) {
+                    book.push(*hint);
+                }
+            }
+        }
+        book.sort_by_key(|m| m.id);
+        self.members_in_force = in_force;
+        if book != self.address_book {
+            self.address_book = book.clone();
+            self.effects.address_book = Some(book);
+        }
+    }
+
+    /// Every peer's id and address, as the address book has them.
+    pub fn address_book(&self) -> &[Member] {
+        &self.address_book
     }
 
     fn answer_reads(&mut self, reads_ready: Vec<ReadId>) {
@@ -952,6 +1002,8 @@ impl Driver {
             .inc_by(core.campaigns.saturating_sub(self.metrics.elections.get()));
         let status = crate::node::status::build(
             &self.config,
+            &self.address_book,
+            &self.members_in_force,
             &core,
             &mut self.kv,
             &self.replica.follower_progress(),

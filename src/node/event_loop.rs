@@ -10,6 +10,7 @@
 //! then, so sending before the sync is safe by construction and lets peers work while our msync
 //! runs. A sync failure is fatal (fsyncgate): the WAL thread exits the process.
 
+use crate::config::Member;
 use crate::net::udp::PeerNet;
 use crate::net::wire::Wire;
 use crate::node::driver::{
@@ -59,6 +60,8 @@ pub struct LoopParts {
     pub inbound: mpsc::Receiver<(NodeId, Wire)>,
     pub status_tx: watch::Sender<NodeStatus>,
     pub healthy: Arc<AtomicBool>,
+    /// The receive task's address book.
+    pub address_book_tx: watch::Sender<Vec<Member>>,
 }
 
 pub struct NodeLoop {
@@ -71,6 +74,7 @@ pub struct NodeLoop {
     inbound: mpsc::Receiver<(NodeId, Wire)>,
     status_tx: watch::Sender<NodeStatus>,
     healthy: Arc<AtomicBool>,
+    address_book_tx: watch::Sender<Vec<Member>>,
     snapshot_written_tx: mpsc::UnboundedSender<SnapshotWritten>,
     snapshot_written: mpsc::UnboundedReceiver<SnapshotWritten>,
     /// The driver's clock reads milliseconds since this instant.
@@ -91,6 +95,7 @@ impl NodeLoop {
             inbound: parts.inbound,
             status_tx: parts.status_tx,
             healthy: parts.healthy,
+            address_book_tx: parts.address_book_tx,
             snapshot_written_tx,
             snapshot_written,
             started: Instant::now(),
@@ -175,8 +180,16 @@ impl NodeLoop {
             storage,
             snapshot_writes,
             status,
+            address_book,
             forgotten,
         } = self.driver.take_effects();
+        // The new book first: the datagrams below may go to members it just added.
+        if let Some(book) = address_book {
+            tracing::info!(members = ?book.iter().map(|m| (m.id.0, m.addr)).collect::<Vec<_>>(),
+                "peer address book");
+            self.peers.set_members(book.clone());
+            self.address_book_tx.send_replace(book);
+        }
         for (to, wire) in &send {
             self.peers.send(*to, wire);
         }

@@ -1,5 +1,7 @@
 //! The node's identity on disk: which cluster it belongs to, which member it is, the members the
-//! cluster was created with, and a boot counter.
+//! cluster was created with, the members it was told of when it joined (if it joined), and a
+//! boot counter. Who belongs to the cluster now is in the replicated log, not here
+//! (`docs/paxos.md`, "Membership changes"); the first members are what the log starts from.
 //!
 //! The identity is recorded once, when the node first starts, and read back at every later
 //! start: the cluster id and member ids are not recomputed from addresses, so that a later
@@ -28,8 +30,11 @@ pub const IDENTITY_FILE_NAME: &str = "identity";
 pub const LEGACY_MEMBERS_FILE_NAME: &str = "members";
 /// File holding the boot counter as decimal text.
 pub const BOOT_FILE_NAME: &str = "boot";
-/// First line of the identity file: its format and version.
+/// First line of the identity file: its format and version. Version 2 adds `peer` lines (a
+/// node that joined a running cluster); a file without them is written as version 1, which
+/// older versions read.
 const IDENTITY_FORMAT_LINE: &str = "consens-identity 1";
+const IDENTITY_FORMAT_LINE_2: &str = "consens-identity 2";
 /// Bits of `CommandId::seq` left for the per-boot counter; the boot counter fills the rest.
 pub use crate::paxos::types::COMMAND_SEQ_COUNTER_BITS;
 
@@ -58,8 +63,13 @@ pub struct Identity {
     pub cluster_id: u64,
     /// This node's member id.
     pub node_id: NodeId,
-    /// The members, sorted by id. Ids are distinct but need not be dense.
+    /// The members the cluster was created with, sorted by id. Ids are distinct but need not
+    /// be dense.
     pub members: Vec<Member>,
+    /// For a node that joined a running cluster: the members it was told of then (itself
+    /// included), sorted by id; whom it reaches until it has learned the membership from the
+    /// log. Empty for a member the cluster was created with.
+    pub peers: Vec<Member>,
 }
 
 /// How [`establish`] found the identity.
@@ -93,7 +103,13 @@ impl Identity {
                     addr: *addr,
                 })
                 .collect(),
+            peers: Vec::new(),
         }
+    }
+
+    /// Whether this node joined a running cluster (it is not one of the first members).
+    pub fn joined(&self) -> bool {
+        !self.peers.is_empty()
     }
 
     /// The members' addresses, in id order.
@@ -105,20 +121,30 @@ impl Identity {
     pub fn own_addr(&self) -> SocketAddr {
         self.members
             .iter()
+            .chain(&self.peers)
             .find(|m| m.id == self.node_id)
-            .expect("parse and bootstrap make this node a member")
+            .expect("parse, bootstrap and join make this node a member")
             .addr
     }
 
-    /// The file's text: a format line, then `cluster <16 hex digits>`, `self <id>` and one
-    /// `member <id> <ip:port>` line per member, by id.
+    /// The file's text: a format line, then `cluster <16 hex digits>`, `self <id>`, one
+    /// `member <id> <ip:port>` line per first member and one `peer <id> <ip:port>` line per
+    /// member told of at the join, by id.
     pub fn render(&self) -> String {
+        let format = if self.peers.is_empty() {
+            IDENTITY_FORMAT_LINE
+        } else {
+            IDENTITY_FORMAT_LINE_2
+        };
         let mut text = format!(
-            "{IDENTITY_FORMAT_LINE}\ncluster {:016x}\nself {}\n",
+            "{format}\ncluster {:016x}\nself {}\n",
             self.cluster_id, self.node_id.0
         );
         for m in &self.members {
             text.push_str(&format!("member {} {}\n", m.id.0, m.addr));
+        }
+        for m in &self.peers {
+            text.push_str(&format!("peer {} {}\n", m.id.0, m.addr));
         }
         text
     }
@@ -127,7 +153,7 @@ impl Identity {
     pub fn parse(text: &str) -> Result<Identity, String> {
         let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
         match lines.next() {
-            Some(IDENTITY_FORMAT_LINE) => {}
+            Some(IDENTITY_FORMAT_LINE | IDENTITY_FORMAT_LINE_2) => {}
             Some(other) => {
                 return Err(format!(
                     "first line is {other:?}, expected {IDENTITY_FORMAT_LINE:?}"
@@ -136,6 +162,15 @@ impl Identity {
             None => return Err("the file is empty".into()),
         }
         let (mut cluster_id, mut node_id, mut members) = (None, None, Vec::new());
+        let mut peers = Vec::new();
+        let parse_member = |id: &str, addr: &str| -> Result<Member, String> {
+            Ok(Member {
+                id: parse_id(id)?,
+                addr: addr
+                    .parse()
+                    .map_err(|e| format!("bad member address {addr:?}: {e}"))?,
+            })
+        };
         for line in lines {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
@@ -146,12 +181,8 @@ impl Identity {
                     )
                 }
                 ["self", id] => node_id = Some(parse_id(id)?),
-                ["member", id, addr] => members.push(Member {
-                    id: parse_id(id)?,
-                    addr: addr
-                        .parse()
-                        .map_err(|e| format!("bad member address {addr:?}: {e}"))?,
-                }),
+                ["member", id, addr] => members.push(parse_member(id, addr)?),
+                ["peer", id, addr] => peers.push(parse_member(id, addr)?),
                 _ => return Err(format!("unexpected line {line:?}")),
             }
         }
@@ -161,15 +192,17 @@ impl Identity {
             return Err("no member lines".into());
         }
         members.sort_by_key(|m| m.id);
+        peers.sort_by_key(|m| m.id);
         crate::paxos::Membership::new(members.iter().map(|m| m.id))
             .map_err(|e| format!("the member lines are not a cluster: {e}"))?;
-        if !members.iter().any(|m| m.id == node_id) {
+        if !members.iter().chain(&peers).any(|m| m.id == node_id) {
             return Err(format!("self {} is not a member", node_id.0));
         }
         Ok(Identity {
             cluster_id,
             node_id,
             members,
+            peers,
         })
     }
 }
@@ -254,12 +287,14 @@ pub fn write(dir: &Path, identity: &Identity) -> Result<(), IdentityError> {
 }
 
 /// Reads (or, on a first start, records) the identity, migrating an older data dir's `members`
-/// file. `members` (sorted, holding `advertise`) are the flags' member list; they must match the
-/// record.
+/// file. `members` (sorted, holding `advertise`) are the flags' member list; if `--cluster` was
+/// given (`cluster_given`), they must match the first members on record (a restart may leave it
+/// out: the cluster's membership is in its log).
 pub fn establish(
     dir: &Path,
     members: &[SocketAddr],
     advertise: SocketAddr,
+    cluster_given: bool,
 ) -> Result<(Identity, Established), IdentityError> {
     let legacy_path = dir.join(LEGACY_MEMBERS_FILE_NAME);
     let (identity, established) = match read(dir)? {
@@ -295,7 +330,8 @@ pub fn establish(
     };
     let mut recorded = identity.addresses();
     recorded.sort();
-    if recorded != members {
+    let flags_checked = cluster_given || established != Established::Found;
+    if flags_checked && !identity.joined() && recorded != members {
         return Err(IdentityError::MembersChanged {
             dir: dir.to_path_buf(),
             recorded: render(&recorded),
@@ -370,7 +406,7 @@ mod tests {
         ports: &[u16],
         own: u16,
     ) -> Result<(Identity, Established), IdentityError> {
-        establish(dir, &addrs(ports), addrs(&[own])[0])
+        establish(dir, &addrs(ports), addrs(&[own])[0], ports.len() > 1)
     }
 
     #[test]

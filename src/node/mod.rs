@@ -29,12 +29,13 @@ pub(crate) mod status;
 pub mod transfer;
 pub(crate) mod wal_writer;
 
+use crate::config::Member;
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
 use crate::net::codec::Header;
 use crate::net::udp::{self, PeerNet};
 use crate::paxos::Config as CoreConfig;
-use crate::paxos::Membership;
+use crate::paxos::{MemberRole, Membership};
 use crate::server::{http, line, NodeStatus};
 use crate::wal::{WalIdentity, WalOptions};
 use driver::{Driver, DriverConfig};
@@ -92,6 +93,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
         data_dir,
         &config.member_addrs_sorted(),
         config.own_peer_addr(),
+        config.cluster_given,
     )?;
     if established == identity::Established::Migrated {
         tracing::info!(
@@ -118,15 +120,33 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
     }
     let (durable, recovered) = Durable::open(&wal_dir, wal_options)?;
 
-    let membership = Membership::new(config.members.iter().map(|m| m.id))
-        .expect("the identity's member list was checked when it was read");
+    // The membership the log starts from: the first members, with the addresses they were
+    // created with (every member's identity holds the same list).
+    let membership = Membership::of_members(
+        identity
+            .members
+            .iter()
+            .map(|m| crate::paxos::Member {
+                id: m.id,
+                addr: m.addr.to_string(),
+                role: MemberRole::Voter,
+            })
+            .collect(),
+    )
+    .expect("the identity's member list was checked when it was read");
     let mut core_config = CoreConfig::new(config.node_id, membership);
+    core_config.new_member = identity.joined() && established == identity::Established::Created;
     core_config.log_retain_slots = config.catch_up_retain_slots;
     let seed = random_seed(boot, config.node_id.0);
     let metrics = Arc::new(Metrics::new());
+    let known_members: Vec<Member> = if identity.joined() {
+        identity.peers.clone()
+    } else {
+        identity.members.clone()
+    };
     let driver_config = DriverConfig {
         node: config.node_id,
-        members: config.members.clone(),
+        members: known_members.clone(),
         advertise: config.advertise.clone(),
         request_timeout_ms: config.request_timeout.as_millis() as u64,
         snapshot_every_slots: config.snapshot_every_slots,
@@ -174,11 +194,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
     let line_listener = listen("listen for the line protocol on", config.line_addr).await?;
 
     let (inbound_tx, inbound_rx) = mpsc::channel(udp::INBOUND_QUEUE_DATAGRAMS_MAX);
+    // Until the driver's first effects say who is in force, the members the identity knows.
+    let (address_book_tx, address_book_rx) = watch::channel(known_members.clone());
     let receiver = tokio::spawn(udp::receive_loop(
         peer_socket.clone(),
         config.cluster_id,
         config.cluster_key.clone(),
-        config.members.clone(),
+        address_book_rx,
         inbound_tx,
         metrics.clone(),
     ));
@@ -190,7 +212,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
         peer_socket,
         header,
         config.cluster_key.clone(),
-        config.members.clone(),
+        known_members,
         metrics.clone(),
     );
 
@@ -222,6 +244,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
         inbound: inbound_rx,
         status_tx,
         healthy,
+        address_book_tx,
     });
 
     // Shutdown: the signal flips `stop`; servers stop accepting and finish in-flight requests;

@@ -1,5 +1,6 @@
 //! The `/_status` view of a node, built by the driver from the core's status.
 
+use crate::config::Member;
 use crate::config::ServeConfig;
 use crate::kv::KvState;
 use crate::metrics::Metrics;
@@ -43,8 +44,11 @@ pub fn initial(config: &ServeConfig) -> NodeStatus {
 }
 
 /// The status now (`now_ms` and `last_heard_ms` on the caller's clock).
+#[allow(clippy::too_many_arguments)] // the driver's views, borrowed at once
 pub fn build(
     config: &DriverConfig,
+    address_book: &[Member],
+    members: &[crate::paxos::Member],
     core: &ReplicaStatus,
     kv: &mut KvState,
     progress: &[FollowerStatus],
@@ -58,15 +62,14 @@ pub fn build(
         role: core.role.to_string(),
         leader: core
             .leader
-            .and_then(|l| config.members.iter().find(|m| m.id == l))
+            .and_then(|l| address_book.iter().find(|m| m.id == l))
             .map(|m| m.addr.to_string()),
         leader_id: core.leader.map(|l| l.0),
         ballot: core.promised.to_string(),
         decided: core.decided,
         applied: kv.applied(),
         digest: digest_text(kv.digest()),
-        members: config
-            .members
+        members: members
             .iter()
             .map(|m| {
                 let is_self = m.id == config.node;
@@ -79,8 +82,8 @@ pub fn build(
                 };
                 MemberStatus {
                     id: m.id.0,
-                    addr: m.addr.to_string(),
-                    role: MEMBER_ROLE_VOTER.to_string(),
+                    addr: m.addr.clone(),
+                    role: m.role.as_str().to_string(),
                     decided,
                     is_self,
                     last_heard_ms_ago: if is_self {

@@ -259,6 +259,8 @@ impl SimNode {
             storage,
             snapshot_writes,
             status: _,
+            // The simulated network routes by id.
+            address_book: _,
             forgotten: _,
         } = driver.take_effects();
         for (to, wire) in send {
