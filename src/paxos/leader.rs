@@ -8,8 +8,10 @@
 //! value accepted at the highest ballot, else a no-op; then it proposes new commands.
 
 use crate::paxos::config::PlantedCoreBug;
+use crate::paxos::guard::LeaderView;
 use crate::paxos::handover::Transfer;
 use crate::paxos::idhash::IdHashBuilder;
+use crate::paxos::membership::MemberChange;
 use crate::paxos::message::{Message, SlotState, MESSAGE_FIXED_BYTES_MAX};
 use crate::paxos::quorum::MemberSet;
 use crate::paxos::replica::{Replica, RoleState};
@@ -440,7 +442,23 @@ impl Replica {
             {
                 break;
             }
-            let command = leadership.queue.pop_front().expect("peeked");
+            let mut command = leadership.queue.pop_front().expect("peeked");
+            if let Op::ChangeMembers(change) = &command.op {
+                let view = LeaderView {
+                    me,
+                    now,
+                    contact_window_ticks: 2 * self.config.election_timeout_ticks,
+                    decided_upto,
+                    newest: self.history.latest(),
+                    followers: &leadership.followers,
+                };
+                if let Some(reason) = view.refusal(change) {
+                    command.op = Op::ChangeMembers(MemberChange::Refused {
+                        change: Box::new(change.clone()),
+                        reason,
+                    });
+                }
+            }
             leadership
                 .proposals
                 .push_back(Proposal::new(Value::Command(command)));

@@ -321,7 +321,13 @@ mod tests {
     #[test]
     fn a_refused_change_changes_nothing_and_says_why() {
         let mut h = MemberHistory::new(Membership::first_ids(1).expect("valid"), 10);
-        let result = h.fold(1, &change(MemberChange::Remove { id: NodeId(0) }));
+        let result = h.fold(
+            1,
+            &change(MemberChange::Remove {
+                id: NodeId(0),
+                force: false,
+            }),
+        );
         assert_eq!(result, Some(Err(ChangeError::LastVoter(NodeId(0)))));
         assert_eq!(h.eras_from(1).len(), 1);
         assert_eq!(h.fold(2, &Value::Noop), None);
@@ -339,7 +345,10 @@ mod tests {
             &mut h,
             1,
             1,
-            &change(MemberChange::Remove { id: NodeId(2) }),
+            &change(MemberChange::Remove {
+                id: NodeId(2),
+                force: false,
+            }),
         );
         let mut set = MemberSet::of(NodeId(0));
         set.insert(NodeId(2));
@@ -368,7 +377,10 @@ mod tests {
                 origin: NodeId(0),
                 seq: 2,
             },
-            op: Op::ChangeMembers(MemberChange::Remove { id: NodeId(3) }),
+            op: Op::ChangeMembers(MemberChange::Remove {
+                id: NodeId(3),
+                force: false,
+            }),
         });
         assert!(matches!(h.fold(2, &remove), Some(Ok(None))));
         // The add again, once its member is gone: it must not add a second member.

@@ -104,12 +104,20 @@ pub enum MemberChange {
     AddLearner { addr: String },
     /// Learner `id` becomes a voter.
     Promote { id: NodeId },
-    /// Member `id` (voter or learner) leaves for good.
-    Remove { id: NodeId },
+    /// Member `id` (voter or learner) leaves for good. Unless `force`, the leader refuses it when
+    /// the voters that stay could not reach a majority of themselves.
+    Remove { id: NodeId, force: bool },
     /// Disaster recovery (`consens recover --force-new-cluster`): `id` becomes the only member,
     /// a voter, from the next slot on. Never proposed through consensus: the recovering node
     /// writes it into its own log, because the majority that could decide it is gone.
     ForceSole { id: NodeId },
+    /// A change the leader refused before proposing it (`reason` says why: a learner not caught
+    /// up, a removal that leaves no reachable majority). It is decided like the change would
+    /// have been, so that the member that asked, whichever it is, gets the answer.
+    Refused {
+        change: Box<MemberChange>,
+        reason: String,
+    },
 }
 
 /// Why a change was refused. Refusing is deterministic: every replica refuses the same changes.
@@ -131,6 +139,8 @@ pub enum ChangeError {
     BadAddress(String),
     #[error("member ids are exhausted")]
     IdsExhausted,
+    #[error("refused: {0}")]
+    Unsafe(String),
 }
 
 impl Membership {
@@ -278,7 +288,7 @@ impl Membership {
                 }
                 member.role = MemberRole::Voter;
             }
-            MemberChange::Remove { id } => {
+            MemberChange::Remove { id, .. } => {
                 if !self.is_member(*id) {
                     return Err(ChangeError::NotAMember(*id));
                 }
@@ -286,6 +296,9 @@ impl Membership {
                     return Err(ChangeError::LastVoter(*id));
                 }
                 members.retain(|m| m.id != *id);
+            }
+            MemberChange::Refused { reason, .. } => {
+                return Err(ChangeError::Unsafe(reason.clone()))
             }
             MemberChange::ForceSole { id } => {
                 let addr = self.member(*id).map(|m| m.addr.clone()).unwrap_or_default();
@@ -349,7 +362,10 @@ mod tests {
             .expect("promoted");
         assert!(m.is_voter(four) && m.quorum() == 3);
         let (m, _) = m
-            .apply(&MemberChange::Remove { id: four })
+            .apply(&MemberChange::Remove {
+                id: four,
+                force: false,
+            })
             .expect("removed");
         let (_, again) = add(&m, "10.0.0.4:3000");
         assert_eq!(again, NodeId(4), "a member that comes back is a new member");
@@ -359,7 +375,10 @@ mod tests {
     fn every_refusal_names_its_cause() {
         let one = Membership::first_ids(1).expect("valid");
         assert_eq!(
-            one.apply(&MemberChange::Remove { id: NodeId(0) }),
+            one.apply(&MemberChange::Remove {
+                id: NodeId(0),
+                force: false
+            }),
             Err(ChangeError::LastVoter(NodeId(0)))
         );
         assert_eq!(

@@ -47,13 +47,15 @@
 //! # Layout
 //! `types` (shared vocabulary), `message` (what travels), `storage` (records, recovered state),
 //! `config`, `ready` (outputs, status), `replica` (state and plumbing), `acceptor`, `leader`,
-//! `learner`, `reads`, `join`, `handover` (leadership transfer), `membership` (who belongs and
+//! `learner`, `reads`, `join`, `handover` (leadership transfer), `guard` (what a leader refuses
+//! to change), `membership` (who belongs and
 //! who votes), `member_history` (which membership governs which slot),
 //! `quorum`, `rng`. The protocol as built is described in
 //! `docs/paxos.md`.
 
 mod acceptor;
 pub mod config;
+mod guard;
 mod handover;
 pub(crate) mod idhash;
 mod join;
@@ -71,6 +73,7 @@ pub mod storage;
 pub mod types;
 
 pub use config::{Config, PlantedCoreBug};
+pub use guard::PROMOTION_LAG_SLOTS_MAX;
 pub use handover::TransferError;
 pub use member_history::{MemberHistory, MEMBER_CHANGE_DELAY_SLOTS};
 pub use membership::{

@@ -539,11 +539,12 @@ impl Simulation {
             if voters.len() < VOTERS_GROWN_MAX {
                 MemberChange::Promote { id }
             } else {
-                MemberChange::Remove { id }
+                MemberChange::Remove { id, force: false }
             }
         } else if voters.len() > VOTERS_KEPT_MIN && pick % 2 == 0 {
             MemberChange::Remove {
                 id: voters[(pick / 2) as usize % voters.len()],
+                force: false,
             }
         } else {
             MemberChange::AddLearner {
@@ -592,7 +593,7 @@ impl Simulation {
             self.checker.node_added();
             self.start(i);
         }
-        if let MemberChange::Remove { id } = change {
+        if let MemberChange::Remove { id, .. } = change {
             self.retire_at.push((usize::from(id.0), *effective));
         }
     }

@@ -104,8 +104,26 @@ fn a_learner_catches_up_decides_nothing_and_counts_once_promoted() {
     // Promoted, then the two first voters removed: the promoted learner's vote is what lets
     // {n2, n3} decide without n0 and n1.
     propose_at_leader(&mut c, change(2, MemberChange::Promote { id: NodeId(3) }));
-    propose_at_leader(&mut c, change(3, MemberChange::Remove { id: NodeId(0) }));
-    propose_at_leader(&mut c, change(4, MemberChange::Remove { id: NodeId(1) }));
+    propose_at_leader(
+        &mut c,
+        change(
+            3,
+            MemberChange::Remove {
+                id: NodeId(0),
+                force: false,
+            },
+        ),
+    );
+    propose_at_leader(
+        &mut c,
+        change(
+            4,
+            MemberChange::Remove {
+                id: NodeId(1),
+                force: false,
+            },
+        ),
+    );
     c.ticks(200);
     for i in [2, learner] {
         let history = c.nodes[i].member_history();
@@ -132,7 +150,16 @@ fn removing_the_leader_hands_leadership_to_a_voter_that_stays() {
     let mut c = cluster(3);
     let old = c.leader().expect("a leader");
     let old_id = c.ids[old];
-    propose_at_leader(&mut c, change(1, MemberChange::Remove { id: old_id }));
+    propose_at_leader(
+        &mut c,
+        change(
+            1,
+            MemberChange::Remove {
+                id: old_id,
+                force: false,
+            },
+        ),
+    );
     c.ticks(150);
     let new = c.leader().expect("a new leader");
     assert_ne!(new, old, "the removed member stopped leading");
@@ -203,4 +230,81 @@ fn a_restarted_node_rebuilds_the_membership_from_its_log() {
     c.restart(0, false);
     c.ticks(50);
     assert_eq!(c.nodes[0].member_history().latest(), before.latest());
+}
+
+/// The reason the change with id `id` was refused, as node `i` applied it (`None`: decided as
+/// asked, or not applied there).
+fn refusal(c: &Cluster, i: usize, id: CommandId) -> Option<String> {
+    c.applied[i].iter().find_map(|(_, v)| match v {
+        Value::Command(cmd) if cmd.id == id => match &cmd.op {
+            Op::ChangeMembers(MemberChange::Refused { reason, .. }) => Some(reason.clone()),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+#[test]
+fn the_leader_refuses_to_promote_a_learner_that_is_down_or_to_remove_a_reachable_majority() {
+    let mut c = cluster(3);
+    let learner = c.add_node(3);
+    propose_at_leader(
+        &mut c,
+        change(1, MemberChange::AddLearner { addr: "a:1".into() }),
+    );
+    c.ticks(50);
+    // The learner goes down: its promotion is refused, with the reason, and nothing changes.
+    c.up[learner] = false;
+    c.ticks(200);
+    let promote = change(2, MemberChange::Promote { id: NodeId(3) });
+    propose_at_leader(&mut c, promote.clone());
+    c.ticks(50);
+    let why = refusal(&c, 0, promote.id).expect("the promotion was refused");
+    assert!(why.contains("has not answered"), "{why}");
+    assert!(!c.nodes[0].member_history().latest().is_voter(NodeId(3)));
+
+    // One of three voters down: removing a live one would leave one of the two that stay
+    // reachable.
+    let leader = c.leader().expect("a leader");
+    let down = (0..3).find(|&i| i != leader).expect("another voter");
+    let live = (0..3)
+        .find(|&i| i != leader && i != down)
+        .expect("a third voter");
+    c.up[down] = false;
+    c.ticks(200);
+    assert_eq!(c.leader(), Some(leader), "two of three still lead");
+    let remove = change(
+        3,
+        MemberChange::Remove {
+            id: c.ids[live],
+            force: false,
+        },
+    );
+    c.nodes[leader].propose(remove.clone()).expect("proposed");
+    c.ticks(50);
+    let why = refusal(&c, leader, remove.id).expect("the removal was refused");
+    assert!(why.contains("no majority"), "{why}");
+    assert!(c.nodes[leader]
+        .member_history()
+        .latest()
+        .is_voter(c.ids[live]));
+    // Forced, it goes through.
+    let forced = change(
+        4,
+        MemberChange::Remove {
+            id: c.ids[live],
+            force: true,
+        },
+    );
+    c.nodes[leader].propose(forced.clone()).expect("proposed");
+    c.ticks(50);
+    assert_eq!(refusal(&c, leader, forced.id), None);
+    assert!(
+        slot_of(&c, leader, forced.id).is_some(),
+        "the forced removal was decided"
+    );
+    assert!(!c.nodes[leader]
+        .member_history()
+        .latest()
+        .is_member(c.ids[live]));
 }
