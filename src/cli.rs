@@ -96,6 +96,34 @@ pub(crate) enum MemberCommand {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Add a learner at ADDR (the new node's host:port, its PORT) and print its id and what it
+    /// needs to join. A node started with `serve --join` does this itself.
+    Add {
+        /// The new member's host:port.
+        addr: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Make learner ID a voter (refused until it has caught up with the leader).
+    Promote {
+        /// The learner's id (`consens member list` shows the ids).
+        id: u16,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Remove member ID for good (a voter or a learner; removing the leader hands leadership
+    /// over first). Refused when the voters that stay could not reach a majority of
+    /// themselves, unless --force.
+    Remove {
+        /// The member's id.
+        id: u16,
+        /// Remove it even though the voters that stay cannot reach a majority now (the cluster
+        /// stays unavailable until enough of them are back).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
 }
 
 /// `consens leader ...`: who leads.
@@ -157,6 +185,15 @@ pub fn main() -> ExitCode {
         Command::Status { node } => crate::client::commands::run(ClientCommand::Status, &node),
         Command::Member(MemberCommand::List { json, node }) => {
             crate::client::commands::run(ClientCommand::MemberList { json }, &node)
+        }
+        Command::Member(MemberCommand::Add { addr, node }) => {
+            crate::client::commands::run(ClientCommand::MemberAdd { addr }, &node)
+        }
+        Command::Member(MemberCommand::Promote { id, node }) => {
+            crate::client::commands::run(ClientCommand::MemberPromote { id }, &node)
+        }
+        Command::Member(MemberCommand::Remove { id, force, node }) => {
+            crate::client::commands::run(ClientCommand::MemberRemove { id, force }, &node)
         }
         Command::Leader(LeaderCommand::Transfer { id, node }) => {
             crate::client::commands::run(ClientCommand::LeaderTransfer { to: id }, &node)

@@ -1,4 +1,4 @@
-//! The `consens get|put|del|cas|status|member list|leader transfer` subcommands: thin wrappers
+//! The `consens get|put|del|cas|status|member list|add|promote|remove|leader transfer` subcommands: thin wrappers
 //! over [`Client`] for shells.
 //!
 //! Every subcommand takes `--node host:port` (a node's line-protocol address, its HTTP port + 1;
@@ -85,6 +85,12 @@ pub enum ClientCommand {
         /// The member's id.
         to: u16,
     },
+    /// Add a learner at this address.
+    MemberAdd { addr: String },
+    /// Promote a learner.
+    MemberPromote { id: u16 },
+    /// Remove a member.
+    MemberRemove { id: u16, force: bool },
 }
 
 /// Runs one client subcommand on a fresh single-threaded runtime and maps the result to an
@@ -162,6 +168,28 @@ async fn execute(command: ClientCommand, node: &NodeArgs) -> Result<ExitCode, Cl
         ClientCommand::LeaderTransfer { to } => {
             client.transfer_leadership(to).await?;
             writeln!(out, "member {to} leads")
+        }
+        ClientCommand::MemberAdd { addr } => {
+            let added = client.add_member(&addr).await?;
+            writeln!(
+                out,
+                "member {} added at {} as a learner (in force from slot {}); start it with \
+                 `consens serve --join <any member's host:port>`, or promote it once it has \
+                 caught up: `consens member promote {}`",
+                added.id, added.addr, added.effective_slot, added.id
+            )
+        }
+        ClientCommand::MemberPromote { id } => {
+            let slot = client.promote_member(id).await?;
+            writeln!(out, "member {id} is a voter from slot {slot}")
+        }
+        ClientCommand::MemberRemove { id, force } => {
+            let slot = client.remove_member(id, force).await?;
+            writeln!(
+                out,
+                "member {id} is removed from slot {slot}; stop it once `consens member list` \
+                 shows every other member caught up past that slot"
+            )
         }
         ClientCommand::MemberList { json: false } => {
             let members = client.members().await?;

@@ -56,6 +56,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
+pub use crate::line_protocol::members::MemberAdded;
 use crate::line_protocol::{encode_request, parse_reply, Reply, Request};
 pub use crate::line_protocol::{ErrorKind, MemberInfo, MemberList, Status};
 use crate::paxos::types::Revision;
@@ -406,6 +407,59 @@ impl Client {
         match reply {
             Reply::Ok(None) => Ok(()),
             other => Err(unexpected("LEADER TRANSFER", other, &node)),
+        }
+    }
+
+    /// Adds a learner at `addr` (the new node's `host:port`, its PORT) and returns, once
+    /// decided, what the new node needs to join: its id, the cluster's id and members.
+    /// `consens serve --join` does this itself; call it to add a node by hand before starting
+    /// it. A refusal is [`ClientError::Rejected`] with [`ErrorKind::Refused`].
+    ///
+    /// ```no_run
+    /// # async fn example(client: consens::client::Client) -> Result<(), consens::client::ClientError> {
+    /// let added = client.add_member("10.0.0.4:3000").await?;
+    /// println!("member {} joins cluster {}", added.id, added.cluster_id);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn add_member(&self, addr: &str) -> Result<MemberAdded, ClientError> {
+        if addr.is_empty() || addr.contains([' ', '\n', '\r', '\0']) {
+            return Err(ClientError::InvalidRequest(format!(
+                "{addr:?} is not a host:port"
+            )));
+        }
+        let request = Request::MemberAdd {
+            addr: addr.to_string(),
+        };
+        let (reply, node) = self.call(&request, Retry::OnlyIfNotSent).await?;
+        match reply {
+            Reply::Text(line) => MemberAdded::parse(&line).map_err(ClientError::Protocol),
+            other => Err(unexpected("MEMBER ADD", other, &node)),
+        }
+    }
+
+    /// Promotes learner `id` to voter; returns the first slot the new membership governs.
+    /// Refused ([`ErrorKind::Refused`]) until the learner has caught up with the leader.
+    pub async fn promote_member(&self, id: u16) -> Result<u64, ClientError> {
+        let (reply, node) = self
+            .call(&Request::MemberPromote { id }, Retry::OnlyIfNotSent)
+            .await?;
+        match reply {
+            Reply::Ok(Some(slot)) => Ok(slot),
+            other => Err(unexpected("MEMBER PROMOTE", other, &node)),
+        }
+    }
+
+    /// Removes member `id` (a voter or a learner); returns the first slot the new membership
+    /// governs. Refused ([`ErrorKind::Refused`]) when the voters that stay could not reach a
+    /// majority of themselves, unless `force`. Removing the leader hands leadership over first.
+    pub async fn remove_member(&self, id: u16, force: bool) -> Result<u64, ClientError> {
+        let (reply, node) = self
+            .call(&Request::MemberRemove { id, force }, Retry::OnlyIfNotSent)
+            .await?;
+        match reply {
+            Reply::Ok(Some(slot)) => Ok(slot),
+            other => Err(unexpected("MEMBER REMOVE", other, &node)),
         }
     }
 

@@ -13,7 +13,8 @@
 
 use serde::Serialize;
 
-use crate::server::NodeStatus;
+use crate::server::members::MemberChanged;
+use crate::server::{MemberAddr, NodeStatus};
 
 /// One member in a [`MemberList`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -117,6 +118,108 @@ impl MemberList {
                 self_id.ok_or_else(|| format!("members line lacks 'self': {text}"))?,
             )
             .map_err(|_| format!("self id out of range: {text}"))?,
+            members,
+        })
+    }
+}
+
+/// The answer to `MEMBER ADD` (and `POST /_members`): what a node that joins needs to know.
+/// Its id, the cluster's id, the members the cluster was created with (its membership history
+/// starts from them) and the members in force now (whom it reaches until it has caught up).
+///
+/// ```text
+/// id=3 addr=127.0.0.1:3030 effective=8203 cluster=0000c0ffee000001 first=0,127.0.0.1:3000
+/// first=1,127.0.0.1:3010 peer=0,127.0.0.1:3000 peer=1,127.0.0.1:3010 peer=3,127.0.0.1:3030
+/// ```
+/// (one line on the wire).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberAdded {
+    pub id: u16,
+    pub addr: String,
+    pub effective_slot: u64,
+    pub cluster_id: String,
+    pub first_members: Vec<MemberAddr>,
+    pub members: Vec<MemberAddr>,
+}
+
+impl MemberAdded {
+    /// The answer to an add that was decided, from the answering node's view.
+    pub fn of(changed: &MemberChanged, status: &NodeStatus) -> MemberAdded {
+        let addr = changed.addr.clone().unwrap_or_default();
+        let mut members: Vec<MemberAddr> = status
+            .members
+            .iter()
+            .map(|m| MemberAddr {
+                id: m.id,
+                addr: m.addr.clone(),
+            })
+            .collect();
+        if !members.iter().any(|m| m.id == changed.id) {
+            members.push(MemberAddr {
+                id: changed.id,
+                addr: addr.clone(),
+            });
+        }
+        members.sort_by_key(|m| m.id);
+        MemberAdded {
+            id: changed.id,
+            addr,
+            effective_slot: changed.effective_slot,
+            cluster_id: status.cluster_id.clone(),
+            first_members: status.first_members.clone(),
+            members,
+        }
+    }
+
+    /// The line (without its `\n`).
+    pub fn encode(&self) -> String {
+        let mut line = format!(
+            "id={} addr={} effective={} cluster={}",
+            self.id, self.addr, self.effective_slot, self.cluster_id
+        );
+        for m in &self.first_members {
+            line.push_str(&format!(" first={},{}", m.id, m.addr));
+        }
+        for m in &self.members {
+            line.push_str(&format!(" peer={},{}", m.id, m.addr));
+        }
+        line
+    }
+
+    /// Reads a `MEMBER ADD` answer; the error names what is missing or malformed.
+    pub fn parse(line: &[u8]) -> Result<MemberAdded, String> {
+        let text = std::str::from_utf8(line).map_err(|_| "the line is not UTF-8".to_string())?;
+        let (mut id, mut addr, mut effective, mut cluster) = (None, None, None, None);
+        let (mut first, mut members) = (Vec::new(), Vec::new());
+        let member_addr = |value: &str| -> Result<MemberAddr, String> {
+            let (id, addr) = value
+                .split_once(',')
+                .ok_or_else(|| format!("a member needs 'id,address': {text}"))?;
+            Ok(MemberAddr {
+                id: u16::try_from(number(id, "member id", text)?)
+                    .map_err(|_| format!("member id out of range: {text}"))?,
+                addr: addr.to_string(),
+            })
+        };
+        for (name, value) in text.split(' ').filter_map(|pair| pair.split_once('=')) {
+            match name {
+                "id" => id = Some(number(value, "id", text)?),
+                "addr" => addr = Some(value.to_string()),
+                "effective" => effective = Some(number(value, "effective", text)?),
+                "cluster" => cluster = Some(value.to_string()),
+                "first" => first.push(member_addr(value)?),
+                "peer" => members.push(member_addr(value)?),
+                _ => {}
+            }
+        }
+        let missing = |what: &str| format!("the answer lacks '{what}': {text}");
+        Ok(MemberAdded {
+            id: u16::try_from(id.ok_or_else(|| missing("id"))?)
+                .map_err(|_| format!("id out of range: {text}"))?,
+            addr: addr.ok_or_else(|| missing("addr"))?,
+            effective_slot: effective.ok_or_else(|| missing("effective"))?,
+            cluster_id: cluster.ok_or_else(|| missing("cluster"))?,
+            first_members: first,
             members,
         })
     }

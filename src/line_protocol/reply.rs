@@ -88,6 +88,9 @@ pub enum ErrorKind {
     TooManyConnections,
     /// `idle_timeout`: the connection was idle too long; the node closes it.
     IdleTimeout,
+    /// `refused`: the cluster decided not to make a membership change, and nothing changed
+    /// (the message names the cause and the fix).
+    Refused,
     /// An error word this version does not know (from a newer node); the whole text after
     /// `ERR ` is the message. Never sent.
     Unrecognized,
@@ -95,7 +98,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind a node sends.
-    pub const SENT: [ErrorKind; 13] = [
+    pub const SENT: [ErrorKind; 14] = [
         ErrorKind::NoQuorum,
         ErrorKind::OutcomeUnknown,
         ErrorKind::Unavailable,
@@ -109,6 +112,7 @@ impl ErrorKind {
         ErrorKind::ValueHasNewline,
         ErrorKind::TooManyConnections,
         ErrorKind::IdleTimeout,
+        ErrorKind::Refused,
     ];
 
     /// The word on the wire.
@@ -127,6 +131,7 @@ impl ErrorKind {
             ErrorKind::ValueHasNewline => "value_has_newline",
             ErrorKind::TooManyConnections => "too_many_connections",
             ErrorKind::IdleTimeout => "idle_timeout",
+            ErrorKind::Refused => "refused",
             ErrorKind::Unrecognized => "unrecognized",
         }
     }

@@ -8,6 +8,7 @@
 //! ```text
 //! PUT <key> <value>              GET <key>        DEL <key>
 //! CAS <key> <revision> <value>   PING   STATUS   MEMBERS   LEADER TRANSFER <member id>
+//! MEMBER ADD <host:port>   MEMBER PROMOTE <member id>   MEMBER REMOVE <member id> [FORCE]
 //! HELP   QUIT
 //! ```
 //!
@@ -47,6 +48,19 @@ pub enum Request {
     /// Move leadership to member `to`.
     TransferLeader {
         to: u16,
+    },
+    /// Add a learner at `addr` (its `host:port`).
+    MemberAdd {
+        addr: String,
+    },
+    /// Promote learner `id` to voter.
+    MemberPromote {
+        id: u16,
+    },
+    /// Remove member `id`; `force` skips the reachable-majority check.
+    MemberRemove {
+        id: u16,
+        force: bool,
     },
     Help,
     Quit,
@@ -136,10 +150,13 @@ pub const USAGE_GET: &str = "GET <key>";
 pub const USAGE_DEL: &str = "DEL <key>";
 pub const USAGE_CAS: &str = "CAS <key> <revision> <value>";
 pub const USAGE_LEADER: &str = "LEADER TRANSFER <member id>";
+pub const USAGE_MEMBER: &str =
+    "MEMBER ADD <host:port> | MEMBER PROMOTE <member id> | MEMBER REMOVE <member id> [FORCE]";
 
 /// The one-line reply to `HELP`.
 pub const HELP_TEXT: &str = "commands: PUT <key> <value> | GET <key> | DEL <key> | \
-CAS <key> <revision> <value> (revision 0: create only) | PING | STATUS | MEMBERS | LEADER TRANSFER <member id> | HELP | QUIT";
+CAS <key> <revision> <value> (revision 0: create only) | PING | STATUS | MEMBERS | LEADER TRANSFER <member id> | \
+MEMBER ADD <host:port> | MEMBER PROMOTE <member id> | MEMBER REMOVE <member id> [FORCE] | HELP | QUIT";
 
 /// Splits at the first space: (before, Some(after)) or (all, None).
 fn split_space(bytes: &[u8]) -> (&[u8], Option<&[u8]>) {
@@ -227,6 +244,31 @@ pub fn parse_request(line: &[u8]) -> Result<Request, ParseError> {
                 .ok_or(ParseError::Usage(USAGE_LEADER))?;
             Ok(Request::TransferLeader { to })
         }
+        "MEMBER" => {
+            let usage = ParseError::Usage(USAGE_MEMBER);
+            let (sub, rest) = split_space(args.ok_or(usage.clone())?);
+            let rest = rest.ok_or(usage.clone())?;
+            let text = std::str::from_utf8(rest).map_err(|_| usage.clone())?;
+            let id = |t: &str| t.parse::<u16>().map_err(|_| usage.clone());
+            let words: Vec<&str> = text.split(' ').collect();
+            match (sub.to_ascii_uppercase().as_slice(), words.as_slice()) {
+                (b"ADD", [addr]) if !addr.is_empty() => Ok(Request::MemberAdd {
+                    addr: (*addr).to_string(),
+                }),
+                (b"PROMOTE", [n]) => Ok(Request::MemberPromote { id: id(n)? }),
+                (b"REMOVE", [n]) => Ok(Request::MemberRemove {
+                    id: id(n)?,
+                    force: false,
+                }),
+                (b"REMOVE", [n, force]) if force.eq_ignore_ascii_case("FORCE") => {
+                    Ok(Request::MemberRemove {
+                        id: id(n)?,
+                        force: true,
+                    })
+                }
+                _ => Err(usage),
+            }
+        }
         "PING" | "STATUS" | "MEMBERS" | "HELP" | "QUIT" => {
             if args.is_some() {
                 return Err(ParseError::Usage(match upper.as_str() {
@@ -288,6 +330,15 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
         Request::TransferLeader { to } => {
             out.extend_from_slice(format!("LEADER TRANSFER {to}").as_bytes())
         }
+        Request::MemberAdd { addr } => {
+            out.extend_from_slice(format!("MEMBER ADD {addr}").as_bytes())
+        }
+        Request::MemberPromote { id } => {
+            out.extend_from_slice(format!("MEMBER PROMOTE {id}").as_bytes())
+        }
+        Request::MemberRemove { id, force } => out.extend_from_slice(
+            format!("MEMBER REMOVE {id}{}", if *force { " FORCE" } else { "" }).as_bytes(),
+        ),
         Request::Help => out.extend_from_slice(b"HELP"),
         Request::Quit => out.extend_from_slice(b"QUIT"),
     }
@@ -359,6 +410,34 @@ mod tests {
         assert_eq!(parse_request(b"ping"), Ok(Request::Ping));
         assert_eq!(parse_request(b"STATUS"), Ok(Request::Status));
         assert_eq!(parse_request(b"members"), Ok(Request::Members));
+        assert_eq!(
+            parse_request(b"member add 10.0.0.4:3000"),
+            Ok(Request::MemberAdd {
+                addr: "10.0.0.4:3000".into()
+            })
+        );
+        assert_eq!(
+            parse_request(b"MEMBER REMOVE 4 force"),
+            Ok(Request::MemberRemove { id: 4, force: true })
+        );
+        assert_eq!(
+            parse_request(b"MEMBER PROMOTE 4"),
+            Ok(Request::MemberPromote { id: 4 })
+        );
+        for bad in [
+            &b"MEMBER"[..],
+            b"MEMBER ADD",
+            b"MEMBER PROMOTE x",
+            b"MEMBER REMOVE 4 now",
+            b"MEMBER JOIN 4",
+        ] {
+            assert_eq!(
+                parse_request(bad),
+                Err(ParseError::Usage(USAGE_MEMBER)),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
         assert_eq!(
             parse_request(b"leader transfer 7"),
             Ok(Request::TransferLeader { to: 7 })
@@ -436,6 +515,10 @@ mod tests {
             Just(Request::Status),
             Just(Request::Members),
             any::<u16>().prop_map(|to| Request::TransferLeader { to }),
+            "[a-z0-9.]{1,20}:[0-9]{1,5}".prop_map(|addr| Request::MemberAdd { addr }),
+            any::<u16>().prop_map(|id| Request::MemberPromote { id }),
+            (any::<u16>(), any::<bool>())
+                .prop_map(|(id, force)| Request::MemberRemove { id, force }),
             Just(Request::Help),
             Just(Request::Quit),
         ]

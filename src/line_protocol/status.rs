@@ -187,6 +187,8 @@ mod tests {
                 })
                 .collect(),
             datagrams: BTreeMap::new(),
+            cluster_id: "00000000000000c1".into(),
+            first_members: Vec::new(),
         }
     }
 

@@ -54,6 +54,9 @@ pub struct DriverConfig {
     pub members: Vec<Member>,
     /// The address this node advertises (shown on `/_status`).
     pub advertise: String,
+    /// The cluster's id and first members (shown on `/_status`; a joining node needs them).
+    pub cluster_id: u64,
+    pub first_members: Vec<Member>,
     /// How long a client request may wait for its answer.
     pub request_timeout_ms: u64,
     /// A snapshot is taken once this many slots were applied since the last one...

@@ -147,6 +147,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
     let driver_config = DriverConfig {
         node: config.node_id,
         members: known_members.clone(),
+        cluster_id: config.cluster_id,
+        first_members: identity.members.clone(),
         advertise: config.advertise.clone(),
         request_timeout_ms: config.request_timeout.as_millis() as u64,
         snapshot_every_slots: config.snapshot_every_slots,

@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use crate::node::driver::DriverConfig;
 use crate::paxos::types::NodeId;
 use crate::paxos::{FollowerStatus, ReplicaStatus};
-use crate::server::{MemberStatus, NodeStatus, MEMBER_ROLE_VOTER};
+use crate::server::{MemberAddr, MemberStatus, NodeStatus, MEMBER_ROLE_VOTER};
 use std::collections::BTreeMap;
 
 /// The state digest as it is shown: 16 hex digits.
@@ -40,6 +40,8 @@ pub fn initial(config: &ServeConfig) -> NodeStatus {
             })
             .collect(),
         datagrams: Default::default(),
+        cluster_id: format!("{:016x}", config.cluster_id),
+        first_members: Vec::new(),
     }
 }
 
@@ -95,5 +97,14 @@ pub fn build(
             })
             .collect(),
         datagrams: crate::net::udp::datagram_counts(metrics),
+        cluster_id: format!("{:016x}", config.cluster_id),
+        first_members: config
+            .first_members
+            .iter()
+            .map(|m| MemberAddr {
+                id: m.id.0,
+                addr: m.addr.to_string(),
+            })
+            .collect(),
     }
 }

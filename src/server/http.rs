@@ -10,6 +10,9 @@
 //! | `DELETE /{key}`                    | 204                              | 404                      |
 //! | `GET /_status`                     | 200 JSON [`NodeStatus`]          |                          |
 //! | `GET /_members`                    | 200 JSON [`MemberList`]          |                          |
+//! | `POST /_members` `{"addr": "h:p"}` | 201 JSON [`MemberAdded`]         | 400, 409 refused, 503    |
+//! | `POST /_members/{id}/promote`      | 200 JSON `{id, effective_slot}`  | 409 not caught up, 503   |
+//! | `DELETE /_members/{id}` (`?force`) | 200 JSON `{id, effective_slot}`  | 409 no majority left, 503|
 //! | `GET /_leader`                     | 200 `{"leader": <id or null>}`   |                          |
 //! | `POST /_leader` body `{"id": N}`   | 200 `{"leader": N}` once N leads | 400 not a voter, 503     |
 //! | `GET /_health`                     | 200 `ok`                         | 503 `no quorum`          |
@@ -40,8 +43,10 @@ use bytes::Bytes;
 use http_body_util::LengthLimitError;
 use percent_encoding::percent_decode_str;
 
+use crate::line_protocol::members::MemberAdded;
 use crate::line_protocol::MemberList;
 use crate::paxos::types::{Op, Outcome, Revision};
+use crate::server::members::{change_members, MemberRequest, MemberRequestError};
 use crate::server::{
     check_transfer_target, validate_key, Consistency, KeyError, NodeStatus, Store, StoreError,
     KEY_RESERVED_PREFIX, VALUE_BYTES_MAX,
@@ -58,6 +63,13 @@ const ENDPOINT_METHODS: &str = "GET, HEAD";
 const LEADER_METHODS: &str = "GET, HEAD, POST";
 /// The largest body `POST /_leader` reads (`{"id": N}` needs a dozen bytes).
 const LEADER_BODY_BYTES_MAX: usize = 1024;
+/// The largest body `POST /_members` reads (an address of at most 255 bytes in JSON).
+const MEMBER_BODY_BYTES_MAX: usize = 1024;
+/// The methods `/_members/{id}` and `/_members/{id}/promote` accept, for 405 replies.
+const MEMBER_METHODS: &str = "DELETE";
+const PROMOTE_METHODS: &str = "POST";
+/// The methods `/_members` accepts, for 405 replies.
+const MEMBERS_METHODS: &str = "GET, HEAD, POST";
 
 /// Serves the HTTP API on `listener` until `shutdown` completes; in-flight requests finish first.
 pub async fn serve_http<S: Store>(
@@ -152,6 +164,12 @@ async fn dispatch<S: Store>(
     if key == b"_leader" {
         return leader(&store, &method, body).await;
     }
+    if let Some(rest) = key.strip_prefix(b"_members/") {
+        return member(&store, &method, rest, uri.query()).await;
+    }
+    if key == b"_members" && method == Method::POST {
+        return member_add(&store, body).await;
+    }
     if key.first() == Some(&KEY_RESERVED_PREFIX) {
         return endpoint(&store, &method, &key);
     }
@@ -171,7 +189,8 @@ async fn dispatch<S: Store>(
 fn endpoint<S: Store>(store: &S, method: &Method, name: &[u8]) -> Response {
     let readable = *method == Method::GET || *method == Method::HEAD;
     match name {
-        b"_status" | b"_health" | b"_metrics" | b"_members" if !readable => {
+        b"_members" if !readable => method_not_allowed(MEMBERS_METHODS),
+        b"_status" | b"_health" | b"_metrics" if !readable => {
             method_not_allowed(ENDPOINT_METHODS)
         }
         b"_status" => {
@@ -198,6 +217,99 @@ fn endpoint<S: Store>(store: &S, method: &Method, name: &[u8]) -> Response {
         ),
         _ => text(StatusCode::BAD_REQUEST, KeyError::Reserved),
     }
+}
+
+/// The body of `POST /_members`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberAdd {
+    addr: String,
+}
+
+/// The answer to a membership request, or its error as a status code: 400 for a request that
+/// is malformed, 409 for a change the cluster refused (nothing changed; the body says why and
+/// what to do), 503 otherwise.
+fn member_answer(
+    result: Result<crate::server::members::MemberChanged, MemberRequestError>,
+    ok: impl FnOnce(crate::server::members::MemberChanged) -> Response,
+) -> Response {
+    match result {
+        Ok(changed) => ok(changed),
+        Err(MemberRequestError::BadRequest(why)) => {
+            text(StatusCode::BAD_REQUEST, format!("bad request: {why}"))
+        }
+        Err(MemberRequestError::Refused(why)) => text(StatusCode::CONFLICT, why),
+        Err(MemberRequestError::Store(error)) => store_error(error),
+    }
+}
+
+/// `POST /_members` with `{"addr": "host:port"}` (the new member's PORT): adds a learner and
+/// answers, once decided, with what the new node needs to join (`consens serve --join` asks
+/// this).
+async fn member_add<S: Store>(store: &S, body: Body) -> Response {
+    let bytes = match axum::body::to_bytes(body, MEMBER_BODY_BYTES_MAX).await {
+        Ok(bytes) => bytes,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad request: {e}")),
+    };
+    let request: MemberAdd =
+        match serde_json::from_slice(&bytes) {
+            Ok(request) => request,
+            Err(e) => return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "bad request: the body must be JSON like {{\"addr\": \"10.0.0.4:3000\"}} ({e})"
+                ),
+            ),
+        };
+    let result = change_members(store, MemberRequest::Add { addr: request.addr }).await;
+    member_answer(result, |changed| {
+        (
+            StatusCode::CREATED,
+            Json(MemberAdded::of(&changed, &store.status())),
+        )
+            .into_response()
+    })
+}
+
+/// `DELETE /_members/{id}` (`?force=true` skips the reachable-majority check) and
+/// `POST /_members/{id}/promote`.
+async fn member<S: Store>(
+    store: &S,
+    method: &Method,
+    rest: &[u8],
+    query: Option<&str>,
+) -> Response {
+    let text_rest = String::from_utf8_lossy(rest);
+    let (id_text, action) = match text_rest.split_once('/') {
+        Some((id, action)) => (id, Some(action)),
+        None => (text_rest.as_ref(), None),
+    };
+    let Ok(id) = id_text.parse::<u16>() else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("not found: /_members/{text_rest} (a member is /_members/<id>)"),
+        );
+    };
+    let request = match (method, action) {
+        (&Method::DELETE, None) => MemberRequest::Remove {
+            id,
+            force: query
+                .unwrap_or("")
+                .split('&')
+                .any(|pair| matches!(pair, "force" | "force=true" | "force=1")),
+        },
+        (&Method::POST, Some("promote")) => MemberRequest::Promote { id },
+        (_, None) => return method_not_allowed(MEMBER_METHODS),
+        (_, Some("promote")) => return method_not_allowed(PROMOTE_METHODS),
+        (_, Some(other)) => {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("not found: /_members/{id}/{other} (only /_members/{id}/promote)"),
+            )
+        }
+    };
+    let result = change_members(store, request).await;
+    member_answer(result, |changed| Json(changed).into_response())
 }
 
 /// The body of `POST /_leader`.

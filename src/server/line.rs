@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::time::Instant;
 
+use crate::line_protocol::members::MemberAdded;
 use crate::line_protocol::reply::value_fits_line;
 use crate::line_protocol::request::HELP_TEXT;
 use crate::line_protocol::{
@@ -39,6 +40,7 @@ use crate::line_protocol::{
     Status,
 };
 use crate::paxos::types::{Op, Outcome};
+use crate::server::members::{change_members, MemberRequest, MemberRequestError};
 use crate::server::{check_transfer_target, Consistency, Store, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// Default cap on simultaneous connections (each costs a task and up to two line buffers).
@@ -310,6 +312,9 @@ impl<S: Store> Connection<S> {
                     }
                 })
             }
+            Request::MemberAdd { addr } => self.member(MemberRequest::Add { addr }),
+            Request::MemberPromote { id } => self.member(MemberRequest::Promote { id }),
+            Request::MemberRemove { id, force } => self.member(MemberRequest::Remove { id, force }),
             Request::Get { key } => {
                 let store = self.store.clone();
                 self.after_key(key.clone(), async move {
@@ -343,6 +348,28 @@ impl<S: Store> Connection<S> {
             }),
             Request::Del { key } => self.write(Op::Delete { key }),
         }
+    }
+
+    /// A membership change: `MEMBER ADD` answers with what a joining node needs
+    /// ([`MemberAdded`]), `PROMOTE` and `REMOVE` with `OK <first slot of the new membership>`.
+    fn member(&mut self, request: MemberRequest) -> ReplyFuture {
+        let store = self.store.clone();
+        let adding = matches!(request, MemberRequest::Add { .. });
+        Box::pin(async move {
+            match change_members(&store, request).await {
+                Ok(changed) if adding => Reply::Text(Bytes::from(
+                    MemberAdded::of(&changed, &store.status()).encode(),
+                )),
+                Ok(changed) => Reply::Ok(Some(changed.effective_slot)),
+                Err(MemberRequestError::BadRequest(why)) => {
+                    error_reply(ErrorReply::new(ErrorKind::BadRequest, why))
+                }
+                Err(MemberRequestError::Refused(why)) => {
+                    error_reply(ErrorReply::new(ErrorKind::Refused, why))
+                }
+                Err(MemberRequestError::Store(error)) => error_reply(&error),
+            }
+        })
     }
 
     fn write(&mut self, op: Op) -> ReplyFuture {

@@ -168,6 +168,11 @@ impl Store for MemoryStore {
                 decided: Some(applied),
             }],
             datagrams: Default::default(),
+            cluster_id: format!("{:016x}", 0),
+            first_members: vec![super::MemberAddr {
+                id: 0,
+                addr: MEMORY_NODE_ADDR.into(),
+            }],
         }
     }
 

@@ -21,6 +21,7 @@ use crate::paxos::types::{Entry, Op, Outcome};
 
 pub mod http;
 pub mod line;
+pub mod members;
 pub mod memory;
 
 /// The longest key, in bytes. Keys travel in every Accept of their slot and in the line
@@ -102,7 +103,8 @@ pub struct MemberStatus {
     pub id: u16,
     /// The member's advertised peer address.
     pub addr: String,
-    /// "voter": it votes in every quorum.
+    /// "voter" (it votes in every quorum) or "learner" (it receives the log, and votes once
+    /// promoted).
     pub role: String,
     /// Whether this entry is the node answering.
     pub is_self: bool,
@@ -114,8 +116,15 @@ pub struct MemberStatus {
     pub decided: Option<u64>,
 }
 
-/// The role of every member in this version: each votes.
+/// The role of a member that votes (the other is "learner").
 pub const MEMBER_ROLE_VOTER: &str = "voter";
+
+/// A member's id and peer address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberAddr {
+    pub id: u16,
+    pub addr: String,
+}
 
 /// A snapshot of the node's state for `/_status` and `STATUS`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -139,8 +148,13 @@ pub struct NodeStatus {
     /// The digest of the key-value state at `applied`, as 16 hex digits (`KvState::digest`):
     /// two nodes that show the same `applied` must show the same digest.
     pub digest: String,
-    /// Every member, including this node.
+    /// Every member of a membership in force, including this node.
     pub members: Vec<MemberStatus>,
+    /// The cluster's id, as 16 hex digits (it tags every datagram, WAL segment and snapshot).
+    pub cluster_id: String,
+    /// The members the cluster was created with: its membership history starts from them,
+    /// so a node joining the cluster needs them.
+    pub first_members: Vec<MemberAddr>,
     /// Peer datagrams by fate: sent, received, and dropped by reason (oversized, malformed,
     /// from another cluster, failing the MAC check, from a non-member, queue full).
     pub datagrams: std::collections::BTreeMap<String, u64>,

@@ -140,6 +140,8 @@ impl SimNode {
                 })
                 .collect(),
             advertise: format!("n{}", self.id.0),
+            cluster_id: 0,
+            first_members: Vec::new(),
             request_timeout_ms: setup.request_timeout_ms,
             snapshot_every_slots: setup.snapshot_every_slots,
             snapshot_every_bytes: u64::MAX,
