@@ -48,10 +48,17 @@ pub struct ServeArgs {
     /// Data directory (WAL, snapshots, identity). Default: ./consens-data/<PORT>.
     #[arg(long, env = "DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Accepted for compatibility with the original project; catching up is automatic.
-    #[arg(long, env = "JOIN", default_value_t = false, action = clap::ArgAction::Set,
-          num_args = 0..=1, default_missing_value = "true")]
-    pub join: bool,
+    /// Join a running cluster through any of these members (`host:port`, their PORT; the
+    /// first that answers adds this node as a learner). `JOIN=true` (or a bare `--join`), as
+    /// in the original project, joins through the `--cluster` members. Only the first start
+    /// joins; later starts find the identity in the data dir.
+    #[arg(long, env = "JOIN", value_delimiter = ',', num_args = 0..,
+          default_missing_value = "true")]
+    pub join: Vec<String>,
+    /// Once joined and caught up, promote this node to voter on its own (otherwise: `consens
+    /// member promote <id>`).
+    #[arg(long, env = "AUTO_PROMOTE", default_value_t = false)]
+    pub auto_promote: bool,
     /// IP address to bind every listener and the peer socket to.
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1")]
     pub listen: IpAddr,
@@ -115,6 +122,10 @@ pub enum ConfigError {
     TooManyMembers(usize),
     #[error(transparent)]
     ClusterKey(#[from] KeyError),
+    #[error(
+        "JOIN=true joins through the --cluster members, but none is given; pass --join host:port"
+    )]
+    JoinWhom,
 }
 
 /// One member of the cluster: a stable id and the address its peers reach it at.
@@ -153,6 +164,10 @@ pub struct ServeConfig {
     pub planted_sync_bug: Option<PlantedSyncBug>,
     /// `--cluster` named other members (a restart may leave it out).
     pub cluster_given: bool,
+    /// Members to join through on a first start (their HTTP/peer `PORT`; empty: bootstrap).
+    pub join: Vec<SocketAddr>,
+    /// Promote this node to voter once it has joined and caught up.
+    pub auto_promote: bool,
 }
 
 impl ServeConfig {
@@ -173,6 +188,27 @@ impl ServeConfig {
             }
             None => SocketAddr::new(args.listen, peer_port),
         };
+        let join_words: Vec<&str> = args
+            .join
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let join_given: Vec<&str> = match join_words.as_slice() {
+            [] | ["false"] => Vec::new(),
+            ["true"] => args.cluster.iter().map(|s| s.trim()).collect(),
+            list => list.to_vec(),
+        };
+        let mut join = Vec::new();
+        for given in join_given.into_iter().filter(|s| !s.is_empty()) {
+            let addr = resolve(given, PORT_DEFAULT)?;
+            if addr != advertise && !join.contains(&addr) {
+                join.push(addr);
+            }
+        }
+        if join_words == ["true"] && join.is_empty() {
+            return Err(ConfigError::JoinWhom);
+        }
         let mut members = vec![advertise];
         for given in args
             .cluster
@@ -216,7 +252,9 @@ impl ServeConfig {
             worker_threads: usize::from(args.worker_threads),
             cluster_key,
             planted_sync_bug: args.planted_sync_bug,
-            cluster_given: members.len() > 1,
+            cluster_given: members.len() > 1 && join.is_empty(),
+            join,
+            auto_promote: args.auto_promote,
         })
     }
 

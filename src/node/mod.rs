@@ -23,6 +23,7 @@ pub mod durable;
 pub(crate) mod event_loop;
 pub mod handle;
 pub mod identity;
+pub mod join;
 pub mod memory;
 pub mod recover;
 pub(crate) mod status;
@@ -64,6 +65,8 @@ pub enum NodeError {
     Recover(#[from] durable::RecoverError),
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error(transparent)]
+    Join(#[from] join::JoinError),
     #[error("the snapshot in {dir} does not decode: {reason} (corrupt)")]
     SnapshotState { dir: String, reason: String },
     #[error("cannot {what} {addr}: {source}")]
@@ -88,6 +91,15 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
             dir: dir.display().to_string(),
             source,
         })?;
+    }
+    // A first start with --join: a member of the running cluster hands out this node's identity.
+    let joined_now = !config.join.is_empty() && identity::read(data_dir)?.is_none();
+    if joined_now {
+        let advertise = config.own_peer_addr();
+        tracing::info!(through = ?config.join, %advertise, "joining a running cluster");
+        let identity = join::join(&config.join, advertise).await?;
+        identity::write(data_dir, &identity)?;
+        tracing::info!(id = identity.node_id.0, "added to the cluster as a learner");
     }
     let (identity, established) = identity::establish(
         data_dir,
@@ -135,7 +147,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
     )
     .expect("the identity's member list was checked when it was read");
     let mut core_config = CoreConfig::new(config.node_id, membership);
-    core_config.new_member = identity.joined() && established == identity::Established::Created;
+    // Only the start that joined may say it never voted (`paxos::Config::new_member`).
+    core_config.new_member = joined_now;
     core_config.log_retain_slots = config.catch_up_retain_slots;
     let seed = random_seed(boot, config.node_id.0);
     let metrics = Arc::new(Metrics::new());
@@ -265,6 +278,12 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
         wait_for(stop_rx.clone()),
     ));
     let loop_task = tokio::spawn(node_loop.run(loop_stop_rx));
+    let promoter = config.auto_promote.then(|| {
+        tokio::spawn(join::promote_when_caught_up(
+            handle.clone(),
+            config.node_id.0,
+        ))
+    });
     tracing::info!(
         node = %config.advertise,
         node_id = %config.node_id,
@@ -278,6 +297,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), NodeError> {
     );
 
     shutdown_signal().await;
+    if let Some(promoter) = promoter {
+        promoter.abort();
+    }
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
     for (name, task) in [("http", http_task), ("line", line_task)] {

@@ -251,16 +251,17 @@ async fn member_add<S: Store>(store: &S, body: Body) -> Response {
         Ok(bytes) => bytes,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad request: {e}")),
     };
-    let request: MemberAdd =
-        match serde_json::from_slice(&bytes) {
-            Ok(request) => request,
-            Err(e) => return text(
+    let request: MemberAdd = match serde_json::from_slice(&bytes) {
+        Ok(request) => request,
+        Err(e) => {
+            return text(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "bad request: the body must be JSON like {{\"addr\": \"10.0.0.4:3000\"}} ({e})"
                 ),
-            ),
-        };
+            )
+        }
+    };
     let result = change_members(store, MemberRequest::Add { addr: request.addr }).await;
     member_answer(result, |changed| {
         (

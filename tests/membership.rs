@@ -1,0 +1,200 @@
+//! Membership changes on real `consens serve` processes: nodes join a running cluster with
+//! `--join` (the first member they name being down), are promoted by hand (CLI) and on their
+//! own (`--auto-promote`), and the first members are removed over HTTP and the line protocol,
+//! 3 → 5 → 3 voters, with writes before, during and after; then every remaining node is killed
+//! with kill -9 and restarted, and every acknowledged write and the membership are still there.
+//!
+//! Timing bounds are generous (shared, noisy machines); the assertions are about behaviour.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
+use support::cluster::*;
+
+/// Long enough for a learner to catch up and a change to be decided on a loaded machine.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts a new node that joins through the nodes at `through` (their PORT).
+fn join_node(cluster: &Cluster, through: &[u16], extra: &[&str]) -> Node {
+    let port = free_base_port();
+    let data_dir = cluster.dir.path().join(port.to_string());
+    let joined: Vec<String> = through.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut args = vec![
+        "--port".to_string(),
+        port.to_string(),
+        "--data-dir".to_string(),
+        data_dir.display().to_string(),
+        "--join".to_string(),
+        joined.join(","),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Node::start(port, &data_dir, args, Vec::new())
+}
+
+/// The members as `node` lists them: (id, role) pairs.
+fn members(node: &Node) -> Vec<(u64, String)> {
+    let answer = request("GET", node, "/_members", &[], None);
+    let list: serde_json::Value = serde_json::from_str(&answer.body_text()).unwrap_or_default();
+    list["members"]
+        .as_array()
+        .map(|members| {
+            members
+                .iter()
+                .map(|m| {
+                    (
+                        m["id"].as_u64().unwrap_or(u64::MAX),
+                        m["role"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn voters(node: &Node) -> Vec<u64> {
+    members(node)
+        .into_iter()
+        .filter(|(_, role)| role == "voter")
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// Sends one line-protocol request to `node` and returns the reply line.
+fn line(node: &Node, request: &str) -> String {
+    let stream = std::net::TcpStream::connect(node.line_addr()).expect("connect line port");
+    stream
+        .set_read_timeout(Some(CHANGE_TIMEOUT))
+        .expect("read timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    (&stream)
+        .write_all(format!("{request}\r\n").as_bytes())
+        .expect("send");
+    let mut reply = String::new();
+    reader.read_line(&mut reply).expect("reply");
+    reply.trim_end().to_string()
+}
+
+fn put_ok(node: &Node, key: &str) {
+    let answer = put(node, key, key.as_bytes());
+    assert!(
+        answer.status == 200 || answer.status == 201,
+        "{key}: {answer:?}"
+    );
+}
+
+#[test]
+fn a_cluster_grows_from_3_to_5_voters_and_back_to_3_without_losing_a_write() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(0);
+    let mut written = Vec::new();
+    for i in 0..20 {
+        let key = format!("before/{i}");
+        put_ok(&cluster.nodes[i % 3], &key);
+        written.push(key);
+    }
+
+    // Node 3 joins through the first member, which is down, and the second: it is added as a
+    // learner with a new id and catches up.
+    let first_port = cluster.nodes[0].port;
+    cluster.nodes[0].kill9();
+    let n3 = join_node(&cluster, &[first_port, cluster.nodes[1].port], &[]);
+    n3.wait_http();
+    cluster.nodes[0].restart();
+    cluster.nodes[0].wait_http();
+    assert!(
+        wait_until(CHANGE_TIMEOUT, || members(&cluster.nodes[1])
+            .contains(&(3, "learner".to_string()))),
+        "member 3 is not a learner: {:?}\n{}",
+        members(&cluster.nodes[1]),
+        n3.log()
+    );
+    assert!(
+        wait_until(CHANGE_TIMEOUT, || written
+            .iter()
+            .all(|k| get_stale(&n3, k).status == 200)),
+        "the learner did not catch up:\n{}",
+        n3.log()
+    );
+
+    // A promotion of an id that is no member is refused with the reason, over HTTP.
+    let refused = request("POST", &cluster.nodes[1], "/_members/77/promote", &[], None);
+    assert_eq!(refused.status, 409, "{refused:?}");
+    assert!(refused.body_text().contains("not a member"), "{refused:?}");
+
+    // Promoted by hand through the CLI, while writes keep flowing.
+    let node_arg = cluster.nodes[2].line_addr().to_string();
+    let (code, out, err) = consens(&["member", "promote", "3", "--node", &node_arg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("is a voter"), "{out}");
+    for i in 0..10 {
+        let key = format!("during/{i}");
+        put_ok(&n3, &key);
+        written.push(key);
+    }
+
+    // Node 4 joins and promotes itself once caught up.
+    let n4 = join_node(&cluster, &[n3.port], &["--auto-promote"]);
+    n4.wait_http();
+    assert!(
+        wait_until(CHANGE_TIMEOUT, || voters(&cluster.nodes[1]).len() == 5),
+        "not five voters: {:?}\n{}",
+        members(&cluster.nodes[1]),
+        n4.log()
+    );
+    for i in 0..10 {
+        let key = format!("five/{i}");
+        put_ok(&n4, &key);
+        written.push(key);
+    }
+
+    // Back to three: member 0 removed over HTTP, member 1 over the line protocol.
+    let removed = request("DELETE", &n3, "/_members/0", &[], None);
+    assert_eq!(removed.status, 200, "{removed:?}");
+    let reply = line(&n4, "MEMBER REMOVE 1");
+    assert!(reply.starts_with("OK "), "{reply}");
+    assert!(
+        wait_until(CHANGE_TIMEOUT, || voters(&n3) == vec![2, 3, 4]),
+        "voters {:?}",
+        members(&n3)
+    );
+    // Stop the removed members once the others have caught up past their removal.
+    let stays = [&cluster.nodes[2], &n3, &n4];
+    put_ok(&n3, "after/marker");
+    written.push("after/marker".to_string());
+    assert!(wait_until(CHANGE_TIMEOUT, || stays
+        .iter()
+        .all(|n| get_stale(n, "after/marker").status == 200)));
+    cluster.nodes[0].kill9();
+    cluster.nodes[1].kill9();
+    for i in 0..10 {
+        let key = format!("after/{i}");
+        put_ok(&cluster.nodes[2], &key);
+        written.push(key);
+    }
+
+    // kill -9 of every member left, and a restart (no --join needed: the data dir knows).
+    let mut n3 = n3;
+    let mut n4 = n4;
+    cluster.nodes[2].kill9();
+    n3.kill9();
+    n4.kill9();
+    cluster.nodes[2].restart();
+    n3.restart();
+    n4.restart();
+    for node in [&cluster.nodes[2], &n3, &n4] {
+        node.wait_http();
+    }
+    assert!(
+        wait_until(CHANGE_TIMEOUT, || put(&n4, "restarted", b"v").status < 300),
+        "no writes after the restart:\n{}",
+        n4.log()
+    );
+    for key in &written {
+        for node in [&cluster.nodes[2], &n3, &n4] {
+            let answer = get(node, key);
+            assert_eq!(answer.status, 200, "{key} on {}: {answer:?}", node.port);
+        }
+    }
+    assert_eq!(voters(&n3), vec![2, 3, 4]);
+}
