@@ -224,3 +224,99 @@ fn a_cluster_grows_from_3_to_5_voters_and_back_to_3_without_losing_a_write() {
     }
     assert_eq!(voters(&n3), staying);
 }
+
+#[test]
+fn every_node_of_a_cluster_is_replaced_one_at_a_time_and_a_kill_9_mid_change_loses_nothing() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(0);
+    let mut written = Vec::new();
+    let mut nodes: Vec<Node> = std::mem::take(&mut cluster.nodes);
+    for round in 0..3 {
+        for i in 0..5 {
+            let key = format!("round{round}/{i}");
+            put_ok(&nodes[i % nodes.len()], &key);
+            written.push(key);
+        }
+        // A new machine joins through the members still there and promotes itself.
+        let through: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+        let new = join_node(&cluster, &through, &["--auto-promote"]);
+        new.wait_http();
+        let new_id = id_of(&new);
+        assert!(
+            wait_until(CHANGE_TIMEOUT, || voters(&nodes[0]).contains(&new_id)),
+            "member {new_id} is no voter: {:?}\n{}",
+            members(&nodes[0]),
+            new.log()
+        );
+        // The oldest machine is retired: removed through the new one, stopped once the others
+        // have caught up past its removal.
+        let old = nodes.remove(0);
+        let old_id = id_of(&old);
+        let removed = request("DELETE", &new, &format!("/_members/{old_id}"), &[], None);
+        assert_eq!(removed.status, 200, "{removed:?}");
+        nodes.push(new);
+        let marker = format!("round{round}/marker");
+        put_ok(&nodes[0], &marker);
+        written.push(marker.clone());
+        assert!(
+            wait_until(CHANGE_TIMEOUT, || nodes.iter().all(|n| get_stale(
+                n, &marker
+            )
+            .status
+                == 200)),
+            "round {round}: not every member caught up"
+        );
+        // Its removal is in force at every member that stays (each decided past it).
+        assert!(
+            wait_until(CHANGE_TIMEOUT, || nodes
+                .iter()
+                .all(|n| !voters(n).contains(&old_id))),
+            "round {round}: member {old_id} is still a voter somewhere"
+        );
+        drop(old);
+    }
+    // None of the first members is left; the cluster serves every write ever acknowledged.
+    for key in &written {
+        assert_eq!(get(&nodes[0], key).status, 200, "{key}");
+    }
+
+    // A change in flight when every node is killed with kill -9: it is either decided or not,
+    // and nothing acknowledged is lost.
+    let node_arg = nodes[1].line_addr().to_string();
+    let added =
+        std::thread::spawn(move || consens(&["member", "add", "127.0.0.1:9", "--node", &node_arg]));
+    std::thread::sleep(Duration::from_millis(20));
+    for node in &mut nodes {
+        node.kill9();
+    }
+    let _ = added.join();
+    for node in &mut nodes {
+        node.restart();
+    }
+    for node in &nodes {
+        node.wait_http();
+    }
+    assert!(
+        wait_until(CHANGE_TIMEOUT, || put(&nodes[2], "after/kill", b"v").status
+            < 300),
+        "no writes after the restart:\n{}",
+        nodes[2].log()
+    );
+    for key in &written {
+        assert_eq!(get(&nodes[2], key).status, 200, "{key}");
+    }
+    // The member that was being added, if its addition was decided, is a learner that never
+    // answers: it can never be promoted, and the voters are the three replacements.
+    let voting = voters(&nodes[0]);
+    assert_eq!(voting.len(), 3, "{:?}", members(&nodes[0]));
+    if let Some((id, _)) = members(&nodes[0]).into_iter().find(|(_, r)| r == "learner") {
+        let refused = request(
+            "POST",
+            &nodes[0],
+            &format!("/_members/{id}/promote"),
+            &[],
+            None,
+        );
+        assert_eq!(refused.status, 409, "{refused:?}");
+    }
+}
