@@ -387,7 +387,7 @@ pub fn check_line(line: &[u8]) {
 }
 
 pub fn seed_lines() -> Vec<(String, Vec<u8>)> {
-    let lines: [(&str, &[u8]); 15] = [
+    let lines: [(&str, &[u8]); 16] = [
         ("put", b"PUT greeting hello world\n"),
         ("get", b"GET greeting\r\n"),
         ("del", b"del greeting\n"),
@@ -406,6 +406,10 @@ pub fn seed_lines() -> Vec<(String, Vec<u8>)> {
             "membership",
             b"MEMBERS\nLEADER TRANSFER 0\nLEADER\nLEADER TRANSFER 99999\n",
         ),
+        (
+            "member_changes",
+            b"MEMBER ADD 127.0.0.1:9\nMEMBER PROMOTE 7\nMEMBER REMOVE 7 FORCE\nMEMBER JOIN 7\nMEMBER ADD\n",
+        ),
     ];
     let mut seeds: Vec<(String, Vec<u8>)> = lines
         .iter()
@@ -422,7 +426,7 @@ pub fn seed_lines() -> Vec<(String, Vec<u8>)> {
 // HTTP.
 
 /// The statuses the HTTP API may answer with a [`MemoryStore`](consens::internals::server::memory) behind.
-pub const HTTP_STATUSES: [u16; 8] = [200, 201, 204, 400, 404, 405, 412, 413];
+pub const HTTP_STATUSES: [u16; 9] = [200, 201, 204, 400, 404, 405, 409, 412, 413];
 
 /// A raw HTTP/1.1 request in pieces, before any validation.
 pub struct RawRequest {
@@ -523,7 +527,7 @@ pub fn http_runtime() -> tokio::runtime::Runtime {
 }
 
 pub fn seed_http() -> Vec<(String, Vec<u8>)> {
-    let requests: [(&str, &str); 20] = [
+    let requests: [(&str, &str); 24] = [
         (
             "put",
             "PUT /mykey HTTP/1.1\r\nContent-Length: 6\r\n\r\nmydata",
@@ -566,6 +570,22 @@ pub fn seed_http() -> Vec<(String, Vec<u8>)> {
         (
             "leader_transfer_bad",
             "POST /_leader HTTP/1.1\r\nContent-Length: 11\r\n\r\n{\"id\": 777}",
+        ),
+        (
+            "member_add",
+            "POST /_members HTTP/1.1\r\nContent-Length: 23\r\n\r\n{\"addr\": \"127.0.0.1:9\"}",
+        ),
+        (
+            "member_promote",
+            "POST /_members/7/promote HTTP/1.1\r\n\r\n",
+        ),
+        (
+            "member_remove",
+            "DELETE /_members/7?force=true HTTP/1.1\r\n\r\n",
+        ),
+        (
+            "member_bad_path",
+            "POST /_members/x/demote HTTP/1.1\r\n\r\n",
         ),
         ("bad_method", "PATCH /k HTTP/1.1\r\n\r\n"),
     ];
