@@ -191,6 +191,16 @@ fn a_cluster_grows_from_3_to_5_voters_and_back_to_3_without_losing_a_write() {
         }
         panic!("the members that stay did not all catch up past the removals");
     }
+    // A removed node that still runs says so, at once, instead of letting requests time out.
+    assert!(
+        wait_until(CHANGE_TIMEOUT, || status(&cluster.nodes[0])
+            .is_some_and(|s| s["role"] == "removed")),
+        "{:?}",
+        status(&cluster.nodes[0])
+    );
+    let refused = put(&cluster.nodes[0], "to/removed", b"v");
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(refused.body_text().contains("was removed"), "{refused:?}");
     cluster.nodes[0].kill9();
     cluster.nodes[1].kill9();
     for i in 0..10 {

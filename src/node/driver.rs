@@ -275,6 +275,9 @@ pub struct Driver {
     members_in_force: Vec<crate::paxos::Member>,
     /// Every peer's id and address (`Effects::address_book`).
     address_book: Vec<Member>,
+    /// This node has been a member of the newest membership it knew (see [`Driver::removed`]).
+    was_member: bool,
+    removal_logged: bool,
     effects: Effects,
     observed: Option<Vec<Observed>>,
 }
@@ -348,6 +351,8 @@ impl Driver {
             published_view: None,
             members_in_force: Vec::new(),
             address_book: Vec::new(),
+            was_member: false,
+            removal_logged: false,
             effects,
             observed: config.observe.then(Vec::new),
             config,
@@ -402,6 +407,26 @@ impl Driver {
     /// writes by it); `None` for reads and for requests refused at once.
     pub fn request(&mut self, request: Request) -> Option<CommandId> {
         let deadline_ms = self.now_ms + self.config.request_timeout_ms;
+        if self.removed() {
+            // It hears from nobody any more: say so at once, so clients go elsewhere, instead
+            // of letting their requests time out.
+            let error = StoreError::Unavailable(format!(
+                "this node (member {}) was removed from the cluster; ask another member \
+                 (`consens member list` on one of them shows who is left), and stop this node",
+                self.config.node.0
+            ));
+            match request {
+                Request::Write { reply, .. } => drop(reply.send(Err(error))),
+                Request::Read {
+                    key,
+                    consistency: Consistency::Stale,
+                    reply,
+                } => drop(reply.send(Ok(self.kv.get(&key).cloned()))),
+                Request::Read { reply, .. } => drop(reply.send(Err(error))),
+                Request::TransferLeadership { reply, .. } => drop(reply.send(Err(error))),
+            }
+            return None;
+        }
         if let Some(reason) = &self.disk_full {
             let error = StoreError::Unavailable(format!("disk full: {reason}"));
             match request {
@@ -686,10 +711,29 @@ impl Driver {
         }
         book.sort_by_key(|m| m.id);
         self.members_in_force = in_force;
+        match self.replica.member_role() {
+            Some(_) => self.was_member = true,
+            None if self.was_member && !self.removal_logged => {
+                self.removal_logged = true;
+                tracing::warn!(
+                    id = self.config.node.0,
+                    "this node was removed from the cluster: it no longer votes and refuses \
+                     requests; stop it once the other members have caught up past its removal"
+                );
+            }
+            None => {}
+        }
         if book != self.address_book {
             self.address_book = book.clone();
             self.effects.address_book = Some(book);
         }
+    }
+
+    /// Whether this node was a member and the newest membership it knows no longer has it.
+    /// (A node that joined is not a member of the history it starts from; it becomes one once
+    /// it has caught up past its own addition.)
+    pub fn removed(&self) -> bool {
+        self.was_member && self.replica.member_role().is_none()
     }
 
     /// Every peer's id and address, as the address book has them.
@@ -1003,8 +1047,10 @@ impl Driver {
         self.metrics
             .elections
             .inc_by(core.campaigns.saturating_sub(self.metrics.elections.get()));
+        let removed = self.removed();
         let status = crate::node::status::build(
             &self.config,
+            removed,
             &self.address_book,
             &self.members_in_force,
             &core,

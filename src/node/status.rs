@@ -49,6 +49,7 @@ pub fn initial(config: &ServeConfig) -> NodeStatus {
 #[allow(clippy::too_many_arguments)] // the driver's views, borrowed at once
 pub fn build(
     config: &DriverConfig,
+    removed: bool,
     address_book: &[Member],
     members: &[crate::paxos::Member],
     core: &ReplicaStatus,
@@ -61,7 +62,11 @@ pub fn build(
     NodeStatus {
         node: config.advertise.clone(),
         node_id: config.node.0,
-        role: core.role.to_string(),
+        role: if removed {
+            "removed".to_string()
+        } else {
+            core.role.to_string()
+        },
         leader: core
             .leader
             .and_then(|l| address_book.iter().find(|m| m.id == l))

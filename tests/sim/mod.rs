@@ -594,7 +594,12 @@ impl Simulation {
             self.start(i);
         }
         if let MemberChange::Remove { id, .. } = change {
-            self.retire_at.push((usize::from(id.0), *effective));
+            // A removed node refuses clients from the moment it knows: they move now.
+            let i = usize::from(id.0);
+            if let Some(stays) = self.checker.members().latest().voters().first() {
+                self.clients.move_clients(i, usize::from(stays.0));
+            }
+            self.retire_at.push((i, *effective));
         }
     }
 
