@@ -301,6 +301,9 @@ impl Membership {
                 return Err(ChangeError::Unsafe(reason.clone()))
             }
             MemberChange::ForceSole { id } => {
+                if id.0 == u16::MAX {
+                    return Err(ChangeError::IdsExhausted);
+                }
                 let addr = self.member(*id).map(|m| m.addr.clone()).unwrap_or_default();
                 members = vec![Member {
                     id: *id,

@@ -596,7 +596,16 @@ impl Simulation {
         if let MemberChange::Remove { id, .. } = change {
             // A removed node refuses clients from the moment it knows: they move now.
             let i = usize::from(id.0);
-            if let Some(stays) = self.checker.members().latest().voters().first() {
+            // The checker folds this change only after this call: skip the removed member.
+            let stays = self
+                .checker
+                .members()
+                .latest()
+                .voters()
+                .iter()
+                .copied()
+                .find(|v| v != id);
+            if let Some(stays) = stays {
                 self.clients.move_clients(i, usize::from(stays.0));
             }
             self.retire_at.push((i, *effective));
