@@ -254,15 +254,8 @@ impl KvState {
             return None;
         }
         let outcome = match &command.op {
-            Op::ChangeMembers(_) => match changed {
-                Some(Ok(added)) => Outcome::MembersChanged {
-                    added,
-                    effective: self.members.pending_start(slot).unwrap_or(slot + 1),
-                },
-                Some(Err(refused)) => Outcome::MembersRefused(refused),
-                // The history already folded this change's id: a duplicate, no effect.
-                None => return None,
-            },
+            // `None`: the history already folded this change's id, a duplicate, no effect.
+            Op::ChangeMembers(_) => self.members.outcome(slot, changed)?,
             Op::Put { key, value, expect } => {
                 let current: Revision = self.entries.get(key).map_or(0, |s| s.entry.revision);
                 match expect {

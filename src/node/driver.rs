@@ -273,6 +273,8 @@ pub struct Driver {
     published_view: Option<(Role, Option<NodeId>)>,
     /// The members in force as the address book was last built from them.
     members_in_force: Vec<crate::paxos::Member>,
+    /// The core's membership epoch they were built at (`None`: not yet).
+    members_epoch_seen: Option<u64>,
     /// Every peer's id and address (`Effects::address_book`).
     address_book: Vec<Member>,
     /// This node has been a member of the newest membership it knew (see [`Driver::removed`]).
@@ -350,6 +352,7 @@ impl Driver {
             wal_bytes_at_snapshot: 0,
             published_view: None,
             members_in_force: Vec::new(),
+            members_epoch_seen: None,
             address_book: Vec::new(),
             was_member: false,
             removal_logged: false,
@@ -689,10 +692,13 @@ impl Driver {
     /// still catching up), the members its identity knows of. A member removed for good drops
     /// out, and with it its datagrams.
     fn refresh_address_book(&mut self) {
-        let in_force = self.replica.members_in_force();
-        if in_force == self.members_in_force && !self.address_book.is_empty() {
+        // Runs after every `Ready`: only look again when the core says something changed.
+        let epoch = self.replica.members_epoch();
+        if self.members_epoch_seen == Some(epoch) {
             return;
         }
+        self.members_epoch_seen = Some(epoch);
+        let in_force = self.replica.members_in_force();
         let mut book: Vec<Member> = Vec::new();
         for m in &in_force {
             match m.addr.parse() {

@@ -53,6 +53,7 @@ impl Replica {
             self.decided_upto += 1;
             if let Some(Ok(_)) = self.history.fold(self.decided_upto, value) {
                 self.members_changed = true;
+                self.members_epoch += 1;
             }
         }
         assert_eq!(
@@ -62,6 +63,7 @@ impl Replica {
         );
         if self.history.trim_below(self.decided_upto + 1) {
             self.members_changed = true;
+            self.members_epoch += 1;
         }
         self.commit_seen = self.commit_seen.max(self.decided_upto);
     }

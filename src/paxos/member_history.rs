@@ -12,7 +12,7 @@
 
 use crate::paxos::membership::{ChangeError, MemberChange, Membership};
 use crate::paxos::quorum::MemberSet;
-use crate::paxos::types::{CommandId, NodeId, Op, Slot, Value};
+use crate::paxos::types::{CommandId, NodeId, Op, Outcome, Slot, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -240,6 +240,24 @@ impl MemberHistory {
             });
             added
         }))
+    }
+
+    /// What the change folded in `slot` did, as a client is told it, from what [`fold`]
+    /// returned: `None` for a duplicate (or not a change).
+    ///
+    /// [`fold`]: MemberHistory::fold
+    pub fn outcome(
+        &self,
+        slot: Slot,
+        folded: Option<Result<Option<NodeId>, ChangeError>>,
+    ) -> Option<Outcome> {
+        Some(match folded? {
+            Ok(added) => Outcome::MembersChanged {
+                added,
+                effective: self.pending_start(slot).unwrap_or(slot + 1),
+            },
+            Err(refused) => Outcome::MembersRefused(refused),
+        })
     }
 
     /// This history, taken as folded up to `slot` with no change in between: for state written

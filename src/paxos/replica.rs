@@ -71,6 +71,8 @@ pub struct Replica {
     pub(crate) history: MemberHistory,
     /// The memberships in force changed since the leader last looked (`refresh_members`).
     pub(crate) members_changed: bool,
+    /// Counts those changes, for callers that rebuild what depends on them.
+    pub(crate) members_epoch: u64,
     /// The last `Decided` record handed out.
     pub(crate) decided_recorded: Slot,
     /// Every slot up to here was handed out for applying.
@@ -167,6 +169,7 @@ impl Replica {
             decided_upto,
             history,
             members_changed: false,
+            members_epoch: 0,
             decided_recorded: recovered.decided_upto,
             applied: recovered.snapshot,
             commit_seen: recovered.decided_upto,
@@ -340,6 +343,7 @@ impl Replica {
         if upto > self.decided_upto {
             self.history = history.clone();
             self.members_changed = true;
+            self.members_epoch += 1;
         }
         self.log_start = self.log_start.max(upto);
         self.log = self.log.split_off(&(upto + 1));
@@ -565,6 +569,12 @@ impl Replica {
         }
         members.sort_by_key(|m| m.id);
         members
+    }
+
+    /// Goes up whenever the memberships in force change: [`Replica::members_in_force`] is the
+    /// same between two calls that see the same value.
+    pub fn members_epoch(&self) -> u64 {
+        self.members_epoch
     }
 
     /// The membership history as folded here (for status pages and checkers).

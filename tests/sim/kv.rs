@@ -70,14 +70,7 @@ impl ModelKv {
                 Some(_) => Outcome::Deleted,
                 None => Outcome::NotFound,
             },
-            Op::ChangeMembers(_) => match changed {
-                Some(Ok(added)) => Outcome::MembersChanged {
-                    added,
-                    effective: self.members.pending_start(slot).unwrap_or(slot + 1),
-                },
-                Some(Err(refused)) => Outcome::MembersRefused(refused),
-                None => return None,
-            },
+            Op::ChangeMembers(_) => self.members.outcome(slot, changed)?,
         })
     }
 }
